@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -16,3 +18,11 @@ def small_model(small_state_dict) -> torch.nn.Module:
     model = build_model("vit-small")
     model.load_state_dict(small_state_dict, strict=True)
     return model.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory, small_state_dict) -> Path:
+    """The synthetic vit-small weights saved as an official checkpoint file."""
+    path = tmp_path_factory.mktemp("checkpoints") / "metric_depth_vit_small_800k.pth"
+    torch.save({"model_state_dict": small_state_dict}, path)
+    return path

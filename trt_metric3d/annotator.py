@@ -1,0 +1,54 @@
+"""The ComfyUI Metric3D depth / normal map nodes as one plain function.
+
+Reproduces comfyui_controlnet_aux's Metric3D_Depth_Map_Preprocessor and
+Metric3D_Normal_Map_Preprocessor outputs, but both images come from a single forward (the original
+ran the full network once per node). fx / fy are not parameters: the original nodes accept them
+but neither image depends on them.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+from .inference import device_and_dtype
+from .processing import preprocess, resize_to_image, unpad
+from .visualize import depth_to_image, normal_to_image, resize_with_pad
+
+DEFAULT_RESOLUTION = 512
+MIN_RESOLUTION = 64
+
+
+def _detect_resolution(resolution: int) -> int:
+    # controlnet_aux's common_annotator_call silently uses 512 for anything but an int >= 64.
+    integral = isinstance(resolution, numbers.Integral) and not isinstance(resolution, bool)
+    return int(resolution) if integral and resolution >= MIN_RESOLUTION else DEFAULT_RESOLUTION
+
+
+def controlnet_maps(
+    model: torch.nn.Module, image: np.ndarray, resolution: int = DEFAULT_RESOLUTION
+) -> tuple[np.ndarray, np.ndarray]:
+    """(depth image, normal image), both uint8 h' x w' x 3, as the original ComfyUI nodes output them.
+
+    image: RGB H x W x 3, uint8 or float in [0, 1] (one ComfyUI IMAGE frame).
+    resolution: short side of the outputs; values below 64 mean 512, as in controlnet_aux.
+    """
+    resolution = _detect_resolution(resolution)
+    x, canvas = preprocess(image)
+    device, dtype = device_and_dtype(model)
+    with torch.inference_mode():
+        out = model(x.to(device=device, dtype=dtype))
+        # The depth image is drawn at the valid canvas size, the normals at the image size.
+        depth = unpad(out.depth, canvas)[0, 0].float().cpu().numpy()
+        normal = resize_to_image(unpad(out.normal_iter1, canvas).float(), canvas)
+        normal = normal[0].permute(1, 2, 0).cpu().numpy()
+    depth_image = depth_to_image(depth)
+    # ControlNet's normal convention is the inverse of Metric3D's visualisation.
+    normal_image = 255 - normal_to_image(normal)
+    depth_padded, remove_pad = resize_with_pad(depth_image, resolution)
+    normal_padded, _ = resize_with_pad(normal_image, resolution)
+    # The original crops both with the depth map's remove_pad, so the normal map takes the depth
+    # map's size (edge-replicated where its own resize came out smaller).
+    return remove_pad(depth_padded), remove_pad(normal_padded)

@@ -1,0 +1,94 @@
+"""The `trt-metric3d` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+
+from .model import BACKBONES
+
+MAX_DEPTH_MM = np.iinfo(np.uint16).max
+
+
+def depth_preview(depth: np.ndarray) -> np.ndarray:
+    """Coloured RGB preview of a depth map: near is warm, far is cool (turbo on inverse depth)."""
+    inverse = 1.0 / np.maximum(depth, 1e-6)
+    lo, hi = np.percentile(inverse, (1, 99))
+    scaled = np.clip((inverse - lo) / max(hi - lo, 1e-12), 0, 1)
+    bgr = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class _FriendlyErrors(click.Group):
+    """Bad input and missing files end in a one-line message, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (ValueError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from e
+
+
+@click.group(cls=_FriendlyErrors, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Metric3D v2 metric depth and surface normals: PyTorch, ONNX and TensorRT."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
+@click.option("--fx", type=float, required=True, help="Horizontal focal length in pixels of the input image.")
+@click.option("--fy", type=float, default=None, help="Vertical focal length in pixels [default: fx].")
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Official .pth file [default: METRIC3D_CHECKPOINT_DIR, then Hugging Face].",
+)
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda or cuda:1.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("depth_out"),
+    show_default=True,
+)
+def infer(
+    paths: tuple[Path, ...],
+    backbone: str,
+    fx: float,
+    fy: float | None,
+    checkpoint: str | None,
+    device: str,
+    out_dir: Path,
+) -> None:
+    """Metric depth for images or folders of images.
+
+    Writes, per image: <name>_depth.npy (float32 metres), <name>_depth.png (uint16 millimetres),
+    <name>_depth_preview.png (colour) and <name>_normal.png (surface normals as RGB).
+    """
+    from .checkpoint import load_model
+    from .inference import predict_image
+    from .io import find_images, read_image, write_npy, write_png
+    from .visualize import normal_to_image
+
+    fy = fx if fy is None else fy
+    images = find_images(list(paths))
+    if not images:
+        raise click.UsageError("no images found in the given paths")
+    model = load_model(backbone, checkpoint, device=device)
+    with click.progressbar(
+        images, label=f"{backbone} on {device}", item_show_func=lambda p: p and p.name
+    ) as bar:
+        for path in bar:
+            prediction = predict_image(model, read_image(path), fx, fy)
+            stem = out_dir / path.stem
+            millimetres = np.clip(np.rint(prediction.depth * 1000), 0, MAX_DEPTH_MM).astype(np.uint16)
+            write_npy(f"{stem}_depth.npy", prediction.depth)
+            write_png(f"{stem}_depth.png", millimetres)
+            write_png(f"{stem}_depth_preview.png", depth_preview(prediction.depth))
+            write_png(f"{stem}_normal.png", normal_to_image(prediction.normal))
+    click.echo(f"wrote {len(images)} result set(s) to {out_dir} (fx={fx:g}, fy={fy:g})")
