@@ -99,10 +99,8 @@ def validate_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image * 255.0, dtype=np.uint8))
 
 
-def make_canvas(image: np.ndarray) -> tuple[np.ndarray, Canvas]:
-    """Resize and pad an RGB image onto the 616 x 1064 uint8 canvas the network sees."""
-    image = validate_image(image)
-    height, width = image.shape[:2]
+def fit_canvas(height: int, width: int) -> Canvas:
+    """Where an image of height x width lands on the canvas (keep-ratio fit, centred padding)."""
     canvas_h, canvas_w = CANVAS_HW
     scale = min(canvas_h / height, canvas_w / width)
     # int() truncation of the float64 products, as the original: 289 rows * (616/289) -> 615.
@@ -114,15 +112,22 @@ def make_canvas(image: np.ndarray) -> tuple[np.ndarray, Canvas]:
         )
     pad_h, pad_w = canvas_h - resized_h, canvas_w - resized_w
     top, left = int(pad_h / 2), int(pad_w / 2)
-    canvas = Canvas(
+    return Canvas(
         image_hw=(height, width),
         scale=scale,
         resized_hw=(resized_h, resized_w),
         pad=(top, pad_h - top, left, pad_w - left),
     )
+
+
+def make_canvas(image: np.ndarray) -> tuple[np.ndarray, Canvas]:
+    """Resize and pad an RGB image onto the 616 x 1064 uint8 canvas the network sees."""
+    image = validate_image(image)
+    canvas = fit_canvas(*image.shape[:2])
+    (resized_h, resized_w), (top, _, left, _) = canvas.resized_hw, canvas.pad
     # OpenCV's fixed-point uint8 bilinear: a float port differs by 1 on ~12 % of the pixels.
     resized = cv2.resize(image, dsize=(resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
-    canvas_u8 = np.empty((canvas_h, canvas_w, 3), dtype=np.uint8)
+    canvas_u8 = np.empty((*CANVAS_HW, 3), dtype=np.uint8)
     canvas_u8[:] = PAD_RGB_U8
     canvas_u8[top : top + resized_h, left : left + resized_w] = resized
     return canvas_u8, canvas
