@@ -8,12 +8,12 @@ but neither image depends on them.
 
 from __future__ import annotations
 
+import itertools
 import numbers
 
 import numpy as np
 import torch
 
-from .inference import device_and_dtype
 from .processing import preprocess, resize_to_image, unpad
 from .visualize import depth_to_image, normal_to_image, resize_with_pad
 
@@ -27,6 +27,14 @@ def _detect_resolution(resolution: int) -> int:
     return int(resolution) if integral and resolution >= MIN_RESOLUTION else DEFAULT_RESOLUTION
 
 
+def _device_and_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    # A wrapped engine may hold no parameters, only buffers (or nothing: then it runs on the CPU).
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    if tensor is None:
+        return torch.device("cpu"), torch.float32
+    return tensor.device, tensor.dtype if tensor.is_floating_point() else torch.float32
+
+
 def controlnet_maps(
     model: torch.nn.Module, image: np.ndarray, resolution: int = DEFAULT_RESOLUTION
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +45,7 @@ def controlnet_maps(
     """
     resolution = _detect_resolution(resolution)
     x, canvas = preprocess(image)
-    device, dtype = device_and_dtype(model)
+    device, dtype = _device_and_dtype(model)
     with torch.inference_mode():
         out = model(x.to(device=device, dtype=dtype))
         # The depth image is drawn at the valid canvas size, the normals at the image size.

@@ -70,21 +70,19 @@ def infer(
     Writes, per image: <name>_depth.npy (float32 metres), <name>_depth.png (uint16 millimetres),
     <name>_depth_preview.png (colour) and <name>_normal.png (surface normals as RGB).
     """
-    from .checkpoint import load_model
-    from .inference import predict_image
     from .io import find_images, read_image, write_npy, write_png
+    from .runtime import Metric3D
     from .visualize import normal_to_image
 
     fy = fx if fy is None else fy
     images = find_images(list(paths))
     if not images:
         raise click.UsageError("no images found in the given paths")
-    model = load_model(backbone, checkpoint, device=device)
-    with click.progressbar(
-        images, label=f"{backbone} on {device}", item_show_func=lambda p: p and p.name
-    ) as bar:
+    runtime = Metric3D(backbone, backend="torch", device=device, checkpoint=checkpoint)
+    label = f"{backbone} ({runtime.backend}, {runtime.precision}, {runtime.device})"
+    with runtime, click.progressbar(images, label=label, item_show_func=lambda p: p and p.name) as bar:
         for path in bar:
-            prediction = predict_image(model, read_image(path), fx, fy)
+            prediction = runtime.predict(read_image(path), fx, fy)
             stem = out_dir / path.stem
             millimetres = np.clip(np.rint(prediction.depth * 1000), 0, MAX_DEPTH_MM).astype(np.uint16)
             write_npy(f"{stem}_depth.npy", prediction.depth)

@@ -1,0 +1,137 @@
+"""Batches of images onto canvases and network outputs back to images, on the backend's device.
+
+Numpy images are resized with OpenCV on the host (bit-exact to the original); image tensors that
+already live on a GPU are resized there with torch's bilinear filter (no host round-trip; within
+one grey level of OpenCV's fixed-point filter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..model import Metric3DOutput
+from ..processing import (
+    CANVAS_HW,
+    MAX_PIXELS,
+    MAX_SIDE,
+    PAD_RGB_U8,
+    Canvas,
+    fit_canvas,
+    make_canvas,
+    metric_scale,
+    resize_to_image,
+    unpad,
+)
+
+
+@dataclass(frozen=True)
+class CanvasBatch:
+    """B x 3 x 616 x 1064 float32 RGB canvases (0..255, not normalised) and where each image sits."""
+
+    pixels: torch.Tensor
+    canvases: list[Canvas]
+
+
+def canvases_from_arrays(images: Sequence[np.ndarray], device: torch.device) -> CanvasBatch:
+    canvases_u8, canvases = zip(*(make_canvas(image) for image in images), strict=True)
+    pixels = torch.from_numpy(np.stack(canvases_u8)).to(device, non_blocking=True)
+    return CanvasBatch(pixels.permute(0, 3, 1, 2).float(), list(canvases))
+
+
+def check_image_tensor(images: torch.Tensor) -> None:
+    """B x H x W x 3 float in [0, 1] (ComfyUI IMAGE) or uint8; clear errors otherwise."""
+    shape = tuple(images.shape)
+    if images.ndim != 4 or shape[3] != 3:
+        raise ValueError(
+            f"an image tensor must be B x H x W x 3 (ComfyUI IMAGE layout), got shape {shape}; "
+            "add a batch dimension with images[None] or drop alpha with images[..., :3]"
+        )
+    if 0 in shape[:3]:
+        raise ValueError(f"empty image tensor (shape {shape})")
+    if max(shape[1:3]) > MAX_SIDE or shape[1] * shape[2] > MAX_PIXELS:
+        raise ValueError(
+            f"images of {shape[1]}x{shape[2]} are too large (limit {MAX_SIDE} per side); downscale"
+        )
+    if images.dtype == torch.uint8:
+        return
+    if not images.is_floating_point():
+        raise ValueError(f"image tensor dtype {images.dtype} is not supported; use float in [0, 1] or uint8")
+    if not torch.isfinite(images).all():
+        raise ValueError("image tensor contains NaN or inf values")
+    low, high = images.min().item(), images.max().item()
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"float image values must lie in [0, 1], got [{low:g}, {high:g}]; divide 0..255 data by 255"
+        )
+
+
+def canvases_from_tensor(images: torch.Tensor, device: torch.device) -> CanvasBatch:
+    """Same-size B x H x W x 3 images; host tensors take the exact OpenCV path, GPU ones stay there."""
+    check_image_tensor(images)
+    if images.device.type == "cpu":
+        return canvases_from_arrays(list(images.numpy()), device)
+    canvas = fit_canvas(images.shape[1], images.shape[2])
+    images = images.to(device, non_blocking=True)
+    if images.dtype != torch.uint8:
+        images = (images * 255.0).to(torch.uint8)  # truncation, as ComfyUI's nodes convert
+    resized = F.interpolate(images.permute(0, 3, 1, 2).float(), size=canvas.resized_hw, mode="bilinear")
+    resized = resized.round_().clamp_(0, 255)
+    pixels = torch.tensor(PAD_RGB_U8, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    pixels = pixels.expand(images.shape[0], 3, *CANVAS_HW).clone()
+    top, _, left, _ = canvas.pad
+    pixels[:, :, top : top + canvas.resized_hw[0], left : left + canvas.resized_hw[1]] = resized
+    return CanvasBatch(pixels, [canvas] * images.shape[0])
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's results at its own resolution (H x W), numpy float32."""
+
+    depth: np.ndarray  # H x W, metres
+    confidence: np.ndarray  # H x W, depth confidence logit
+    normal: np.ndarray  # H x W x 3, unit surface normals (camera frame)
+    canonical_depth: np.ndarray  # H x W, depth for a focal length of 1000 px
+    canvas: Canvas
+
+
+@dataclass(frozen=True)
+class DepthBatch:
+    """Results for same-size images, torch tensors on the backend's device (float32)."""
+
+    depth: torch.Tensor  # B x H x W, metres
+    confidence: torch.Tensor  # B x H x W
+    normal: torch.Tensor  # B x H x W x 3, unit normals
+    canonical_depth: torch.Tensor  # B x H x W, depth for a 1000 px focal length
+
+
+def to_image_size(out: Metric3DOutput, index: int, canvas: Canvas) -> dict[str, torch.Tensor]:
+    """One image's outputs, un-padded and resized to the image: H x W (x 3) float32 tensors."""
+
+    def resize(t: torch.Tensor) -> torch.Tensor:
+        return resize_to_image(unpad(t[index : index + 1].float(), canvas), canvas)[0]
+
+    normal = F.normalize(resize(out.normal[:, :3]), dim=0)
+    return {
+        "canonical_depth": resize(out.depth)[0],
+        "confidence": resize(out.confidence)[0],
+        "normal": normal.permute(1, 2, 0),
+    }
+
+
+def metric_scales(
+    canvases: Sequence[Canvas], fx: float | Sequence[float], fy: float | Sequence[float]
+) -> list[float]:
+    """Per-image metres-per-canonical-unit factors; fx/fy are scalars or one per image."""
+    n = len(canvases)
+    fxs = [fx] * n if np.isscalar(fx) else list(fx)
+    fys = [fy] * n if np.isscalar(fy) else list(fy)
+    if len(fxs) != n or len(fys) != n:
+        raise ValueError(
+            f"got {len(fxs)} fx and {len(fys)} fy values for {n} images; pass one each or a scalar"
+        )
+    return [metric_scale(c, x, y) for c, x, y in zip(canvases, fxs, fys, strict=True)]
