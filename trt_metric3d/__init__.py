@@ -1,6 +1,7 @@
 """trt-metric3d: Metric3D v2 metric depth and surface normals, faithful and fast."""
 
 from .annotator import controlnet_maps
+from .checkpoint import CheckpointError, CheckpointNotFoundError, load_model
 from .model import BACKBONES, Metric3DOutput, build_model
 from .processing import Canvas, preprocess, to_metric_depth
 from .runtime import DepthBatch, Metric3D, Prediction
@@ -8,12 +9,15 @@ from .runtime import DepthBatch, Metric3D, Prediction
 __all__ = [
     "BACKBONES",
     "Canvas",
+    "CheckpointError",
+    "CheckpointNotFoundError",
     "DepthBatch",
     "Metric3D",
     "Metric3DOutput",
     "Prediction",
     "build_model",
     "controlnet_maps",
+    "load_model",
     "preprocess",
     "to_metric_depth",
 ]

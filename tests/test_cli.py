@@ -1,0 +1,51 @@
+"""The `trt-metric3d` command line on CPU with synthetic weights."""
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from reference import reference_dir
+from trt_metric3d.cli import main
+
+
+@pytest.fixture(scope="module")
+def infer_run(small_checkpoint, tmp_path_factory):
+    work = tmp_path_factory.mktemp("infer")
+    image = cv2.resize(cv2.imread(str(reference_dir() / "coffee.png")), (150, 100))
+    cv2.imwrite(str(work / "cup.png"), image)
+    out = work / "out"
+    args = ["infer", str(work), "--fx", "140", "--checkpoint", str(small_checkpoint), "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    return result, out
+
+
+def test_infer_writes_every_output(infer_run):
+    result, out = infer_run
+    assert result.exit_code == 0, result.output
+    assert "wrote 1 result set" in result.output and "fx=140, fy=140" in result.output
+    depth = np.load(out / "cup_depth.npy")
+    assert depth.shape == (100, 150) and depth.dtype == np.float32 and (depth > 0).all()
+    millimetres = cv2.imread(str(out / "cup_depth.png"), cv2.IMREAD_UNCHANGED)
+    assert millimetres.dtype == np.uint16
+    np.testing.assert_array_equal(millimetres, np.clip(np.rint(depth * 1000), 0, 65535).astype(np.uint16))
+    for name in ("cup_depth_preview.png", "cup_normal.png"):
+        image = cv2.imread(str(out / name))
+        assert image.shape == (100, 150, 3)
+    assert not list(out.glob(".*tmp")), "temp files left behind"
+
+
+def test_infer_bad_focal_is_a_clear_error(small_checkpoint, tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((20, 30, 3), np.uint8))
+    args = ["infer", str(tmp_path / "a.png"), "--fx", "-3", "--checkpoint", str(small_checkpoint)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert "fx must be a finite focal length" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_infer_unreadable_image_is_a_clear_error(small_checkpoint, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    args = ["infer", str(tmp_path / "broken.jpg"), "--fx", "500", "--checkpoint", str(small_checkpoint)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0 and "not a readable image" in result.output
