@@ -23,7 +23,9 @@ def infer_run(small_checkpoint, tmp_path_factory):
 def test_infer_writes_every_output(infer_run):
     result, out = infer_run
     assert result.exit_code == 0, result.output
-    assert "wrote 1 result set" in result.output and "fx=140, fy=140" in result.output
+    assert (
+        "wrote 1 result set" in result.output and "cup.png: fx=140.0, fy=140.0 (--fx/--fy)" in result.output
+    )
     depth = np.load(out / "cup_depth.npy")
     assert depth.shape == (100, 150) and depth.dtype == np.float32 and (depth > 0).all()
     millimetres = cv2.imread(str(out / "cup_depth.png"), cv2.IMREAD_UNCHANGED)
@@ -49,3 +51,33 @@ def test_infer_unreadable_image_is_a_clear_error(small_checkpoint, tmp_path):
     args = ["infer", str(tmp_path / "broken.jpg"), "--fx", "500", "--checkpoint", str(small_checkpoint)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code != 0 and "not a readable image" in result.output
+
+
+def test_infer_reads_the_focal_length_from_exif(small_checkpoint, tmp_path):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 28  # FocalLengthIn35mmFilm: 28 mm
+    Image.fromarray(np.full((60, 90, 3), 128, np.uint8)).save(tmp_path / "phone.jpg", exif=exif)
+    result = CliRunner().invoke(
+        main,
+        [
+            "infer",
+            str(tmp_path / "phone.jpg"),
+            "--checkpoint",
+            str(small_checkpoint),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    expected = 28 * np.hypot(60, 90) / np.hypot(36, 24)
+    assert f"phone.jpg: fx={expected:.1f}, fy={expected:.1f} (EXIF 35 mm equivalent)" in result.output
+
+
+def test_infer_without_focal_or_exif_asks_for_fx(small_checkpoint, tmp_path):
+    cv2.imwrite(str(tmp_path / "plain.png"), np.zeros((20, 30, 3), np.uint8))
+    result = CliRunner().invoke(
+        main, ["infer", str(tmp_path / "plain.png"), "--checkpoint", str(small_checkpoint)]
+    )
+    assert result.exit_code != 0 and "has no EXIF focal length: pass --fx" in result.output

@@ -22,6 +22,31 @@ def depth_preview(depth: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def _focal_lengths(
+    path: Path, image: np.ndarray, fx: float | None, fy: float | None
+) -> tuple[float, float, str]:
+    """(fx, fy, where they came from): the options, else the image's EXIF 35 mm equivalent."""
+    from .io import exif_focal_px
+
+    if fx is not None:
+        return fx, fx if fy is None else fy, "--fx/--fy"
+    focal = exif_focal_px(path, *image.shape[:2])
+    if focal is None:
+        raise click.UsageError(f"{path} has no EXIF focal length: pass --fx (and --fy) in pixels")
+    return focal, focal, "EXIF 35 mm equivalent"
+
+
+def _write_results(stem: Path, prediction) -> None:
+    from .io import write_npy, write_png
+    from .visualize import normal_to_image
+
+    millimetres = np.clip(np.rint(prediction.depth * 1000), 0, MAX_DEPTH_MM).astype(np.uint16)
+    write_npy(f"{stem}_depth.npy", prediction.depth)
+    write_png(f"{stem}_depth.png", millimetres)
+    write_png(f"{stem}_depth_preview.png", depth_preview(prediction.depth))
+    write_png(f"{stem}_normal.png", normal_to_image(prediction.normal))
+
+
 class _FriendlyErrors(click.Group):
     """Bad input and missing files end in a one-line message, not a traceback."""
 
@@ -40,7 +65,12 @@ def main() -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
-@click.option("--fx", type=float, required=True, help="Horizontal focal length in pixels of the input image.")
+@click.option(
+    "--fx",
+    type=float,
+    default=None,
+    help="Horizontal focal length in pixels [default: from EXIF, 35 mm equivalent].",
+)
 @click.option("--fy", type=float, default=None, help="Vertical focal length in pixels [default: fx].")
 @click.option(
     "--checkpoint",
@@ -59,7 +89,7 @@ def main() -> None:
 def infer(
     paths: tuple[Path, ...],
     backbone: str,
-    fx: float,
+    fx: float | None,
     fy: float | None,
     checkpoint: str | None,
     device: str,
@@ -70,23 +100,23 @@ def infer(
     Writes, per image: <name>_depth.npy (float32 metres), <name>_depth.png (uint16 millimetres),
     <name>_depth_preview.png (colour) and <name>_normal.png (surface normals as RGB).
     """
-    from .io import find_images, read_image, write_npy, write_png
+    from .io import find_images, read_image
     from .runtime import Metric3D
-    from .visualize import normal_to_image
 
-    fy = fx if fy is None else fy
+    if fx is None and fy is not None:
+        raise click.UsageError("--fy needs --fx")
     images = find_images(list(paths))
     if not images:
         raise click.UsageError("no images found in the given paths")
     runtime = Metric3D(backbone, backend="torch", device=device, checkpoint=checkpoint)
+    used: list[str] = []
     label = f"{backbone} ({runtime.backend}, {runtime.precision}, {runtime.device})"
     with runtime, click.progressbar(images, label=label, item_show_func=lambda p: p and p.name) as bar:
         for path in bar:
-            prediction = runtime.predict(read_image(path), fx, fy)
-            stem = out_dir / path.stem
-            millimetres = np.clip(np.rint(prediction.depth * 1000), 0, MAX_DEPTH_MM).astype(np.uint16)
-            write_npy(f"{stem}_depth.npy", prediction.depth)
-            write_png(f"{stem}_depth.png", millimetres)
-            write_png(f"{stem}_depth_preview.png", depth_preview(prediction.depth))
-            write_png(f"{stem}_normal.png", normal_to_image(prediction.normal))
-    click.echo(f"wrote {len(images)} result set(s) to {out_dir} (fx={fx:g}, fy={fy:g})")
+            image = read_image(path)
+            focal_x, focal_y, source = _focal_lengths(path, image, fx, fy)
+            prediction = runtime.predict(image, focal_x, focal_y)
+            used.append(f"{path.name}: fx={focal_x:.1f}, fy={focal_y:.1f} ({source})")
+            _write_results(out_dir / path.stem, prediction)
+    click.echo("\n".join(used))
+    click.echo(f"wrote {len(images)} result set(s) to {out_dir}")

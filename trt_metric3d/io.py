@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -11,6 +12,8 @@ import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+EXIF_IFD = 0x8769
+FOCAL_LENGTH_35MM_TAG = 0xA405
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -64,3 +67,20 @@ def find_images(paths: list[str | os.PathLike]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
     return found
+
+
+FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)  # 35 mm equivalents are defined on the diagonal (CIPA)
+
+
+def exif_focal_px(path: str | os.PathLike, height: int, width: int) -> float | None:
+    """Focal length in pixels from EXIF FocalLengthIn35mmFilm, or None when the file has none."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            focal_35mm = image.getexif().get_ifd(EXIF_IFD).get(FOCAL_LENGTH_35MM_TAG)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    if not focal_35mm or float(focal_35mm) <= 0:
+        return None
+    return float(focal_35mm) * math.hypot(height, width) / FULL_FRAME_DIAGONAL_MM
