@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import itertools
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from .processing import preprocess, resize_to_image, unpad
+from .model import Metric3DOutput
+from .processing import Canvas, preprocess, resize_to_image, unpad
 from .visualize import depth_to_image, normal_to_image, resize_with_pad
 
 DEFAULT_RESOLUTION = 512
@@ -43,15 +45,28 @@ def controlnet_maps(
     image: RGB H x W x 3, uint8 or float in [0, 1] (one ComfyUI IMAGE frame).
     resolution: short side of the outputs; values below 64 mean 512, as in controlnet_aux.
     """
+    return controlnet_maps_batch(model, [image], resolution)[0]
+
+
+def controlnet_maps_batch(
+    model: torch.nn.Module, images: Sequence[np.ndarray], resolution: int = DEFAULT_RESOLUTION
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`controlnet_maps` for several images with one forward of the network."""
     resolution = _detect_resolution(resolution)
-    x, canvas = preprocess(image)
+    inputs, canvases = zip(*(preprocess(image) for image in images), strict=True)
     device, dtype = _device_and_dtype(model)
     with torch.inference_mode():
-        out = model(x.to(device=device, dtype=dtype))
-        # The depth image is drawn at the valid canvas size, the normals at the image size.
-        depth = unpad(out.depth, canvas)[0, 0].float().cpu().numpy()
-        normal = resize_to_image(unpad(out.normal_iter1, canvas).float(), canvas)
-        normal = normal[0].permute(1, 2, 0).cpu().numpy()
+        out = model(torch.cat(inputs).to(device=device, dtype=dtype))
+    return [_node_images(out, i, canvas, resolution) for i, canvas in enumerate(canvases)]
+
+
+def _node_images(
+    out: Metric3DOutput, index: int, canvas: Canvas, resolution: int
+) -> tuple[np.ndarray, np.ndarray]:
+    # The depth image is drawn at the valid canvas size, the normals at the image size.
+    depth = unpad(out.depth[index : index + 1], canvas)[0, 0].float().cpu().numpy()
+    normal = resize_to_image(unpad(out.normal_iter1[index : index + 1], canvas).float(), canvas)
+    normal = normal[0].permute(1, 2, 0).cpu().numpy()
     depth_image = depth_to_image(depth)
     # ControlNet's normal convention is the inverse of Metric3D's visualisation.
     normal_image = 255 - normal_to_image(normal)

@@ -1,0 +1,167 @@
+"""The repository as a ComfyUI custom node pack, loaded the way ComfyUI loads one, on CPU."""
+
+import importlib.util
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from reference import REPO_ROOT, load_arrays
+
+ORIGINAL_OPTIONAL_INPUTS = {
+    "backbone": (["vit-small", "vit-large", "vit-giant2"], {"default": "vit-small"}),
+    "fx": ("INT", {"default": 1000, "min": 1, "max": 16384, "step": 1}),
+    "fy": ("INT", {"default": 1000, "min": 1, "max": 16384, "step": 1}),
+    "resolution": ("INT", {"default": 512, "min": 64, "max": 16384, "step": 64}),
+}
+
+
+def load_pack(name: str) -> types.ModuleType:
+    """Import <repo>/__init__.py as a package, as ComfyUI's custom-node loader does."""
+    spec = importlib.util.spec_from_file_location(
+        name, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def pack(small_checkpoint):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METRIC3D_CHECKPOINT_DIR", str(small_checkpoint.parent))
+        yield load_pack("trt_metric3d_custom_nodes")
+
+
+@pytest.fixture(scope="module")
+def coffee_image():
+    ref, _ = load_arrays("vit-small", "coffee", "model")
+    return ref["input_u8"], torch.from_numpy(ref["input_u8"].astype(np.float32) / 255.0)[None]
+
+
+def test_mappings_keep_the_original_ids_and_names(pack):
+    names = pack.NODE_DISPLAY_NAME_MAPPINGS
+    assert names["Metric3D-DepthMapPreprocessor"] == "Metric3D Depth Map"
+    assert names["Metric3D-NormalMapPreprocessor"] == "Metric3D Normal Map"
+    assert set(pack.NODE_CLASS_MAPPINGS) == set(names)
+
+
+@pytest.mark.parametrize("node_id", ["Metric3D-DepthMapPreprocessor", "Metric3D-NormalMapPreprocessor"])
+def test_inputs_are_the_originals_then_ours(pack, node_id):
+    node = pack.NODE_CLASS_MAPPINGS[node_id]
+    inputs = node.INPUT_TYPES()
+    assert inputs["required"] == {"image": ("IMAGE",)}
+    optional = list(inputs["optional"].items())
+    assert dict(optional[: len(ORIGINAL_OPTIONAL_INPUTS)]) == ORIGINAL_OPTIONAL_INPUTS
+    assert list(inputs["optional"])[: len(ORIGINAL_OPTIONAL_INPUTS)] == list(ORIGINAL_OPTIONAL_INPUTS)
+    assert (
+        node.RETURN_TYPES == ("IMAGE",)
+        and node.CATEGORY == "ControlNet Preprocessors/Normal and Depth Estimators"
+    )
+
+
+@pytest.mark.parametrize(
+    ("node_id", "reference"),
+    [
+        ("Metric3D-DepthMapPreprocessor", "node_depth_u8"),
+        ("Metric3D-NormalMapPreprocessor", "node_normal_u8"),
+    ],
+)
+def test_nodes_match_the_original_nodes(pack, coffee_image, node_id, reference):
+    node_ref, _ = load_arrays("vit-small", "coffee", "node")
+    node = pack.NODE_CLASS_MAPPINGS[node_id]()
+    # A saved workflow's widget values, as the original node received them.
+    (out,) = getattr(node, node.FUNCTION)(
+        coffee_image[1], backbone="vit-small", fx=1000, fy=1000, resolution=512
+    )
+    expected = node_ref[reference]
+    assert out.shape == (1, *expected.shape) and out.dtype == torch.float32
+    diff = np.abs(np.rint(out[0].numpy() * 255).astype(np.int16) - expected.astype(np.int16))
+    assert diff.max() <= 1, f"{np.count_nonzero(diff)} values differ"
+
+
+def test_model_is_loaded_once_and_batches_run(pack, coffee_image, monkeypatch):
+    nodes = sys.modules["trt_metric3d_custom_nodes.trt_metric3d.comfyui.nodes"]
+    nodes.managed_model("vit-small")  # first use loads it
+    loads = []
+    monkeypatch.setattr(nodes, "load_managed", lambda backbone: loads.append(backbone))
+    small = torch.from_numpy(np.ascontiguousarray(coffee_image[0][::4, ::4]).astype(np.float32) / 255.0)
+    batch = torch.stack([small, small.flip(1)])
+    node = pack.NODE_CLASS_MAPPINGS["Metric3D-DepthMapPreprocessor"]()
+    (out,) = node.execute(batch, resolution=64)
+    assert out.shape[0] == 2 and min(out.shape[1:3]) == 64
+    assert not torch.equal(out[0], out[1])
+    assert loads == [], "the cached model was loaded again"
+
+
+def test_metric_depth_node_applies_fx_fy(pack, coffee_image):
+    node = pack.NODE_CLASS_MAPPINGS["Metric3D-MetricDepth"]()
+    assert node.RETURN_TYPES == ("MASK", "IMAGE")
+    depth_a, normal = node.execute(coffee_image[1], backbone="vit-small", fx=500.0, fy=700.0)
+    depth_b, _ = node.execute(coffee_image[1], backbone="vit-small", fx=1000.0, fy=1000.0)
+    assert depth_a.shape == (1, 400, 600) and normal.shape == (1, 400, 600, 3)
+    assert 0 <= normal.min() and normal.max() <= 1
+    torch.testing.assert_close(depth_a * 1000 / 600, depth_b, rtol=1e-5, atol=0)
+    # metres = canonical * focal * r / 1000, r = 616 / 400 for this image
+    assert depth_b.min() > 0.1 * 1.54 * 0.99
+
+
+def test_pack_uses_comfyui_services_when_present(small_checkpoint, tmp_path, monkeypatch):
+    """Stand-ins for folder_paths, comfy.model_management, comfy.model_patcher and comfy.utils."""
+    models_dir = tmp_path / "models"
+    (models_dir / "metric3d").mkdir(parents=True)
+    (models_dir / "metric3d" / small_checkpoint.name).symlink_to(small_checkpoint)
+    registered, loaded, progress = {}, [], []
+
+    folder_paths = types.ModuleType("folder_paths")
+    folder_paths.models_dir = str(models_dir)
+    folder_paths.add_model_folder_path = lambda name, path, is_default=False: registered.setdefault(
+        name, path
+    )
+    folder_paths.get_folder_paths = lambda name: [registered[name]] if name in registered else []
+    folder_paths.get_full_path = lambda name, file: (
+        str(p) if name in registered and (p := models_dir / name / file).is_file() else None
+    )
+
+    class ModelPatcher:
+        def __init__(self, model, load_device, offload_device):
+            self.model, self.load_device = model, load_device
+
+    class ProgressBar:
+        def __init__(self, total):
+            progress.append(total)
+
+        def update(self, n):
+            progress.append(n)
+
+    comfy = types.ModuleType("comfy")
+    management = types.ModuleType("comfy.model_management")
+    management.get_torch_device = lambda: torch.device("cpu")
+    management.unet_offload_device = lambda: torch.device("cpu")
+    management.load_models_gpu = lambda models, **kw: loaded.append((models, kw))
+    patcher = types.ModuleType("comfy.model_patcher")
+    patcher.ModelPatcher = ModelPatcher
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = ProgressBar
+    stand_ins = {
+        "folder_paths": folder_paths,
+        "comfy": comfy,
+        "comfy.model_management": management,
+        "comfy.model_patcher": patcher,
+        "comfy.utils": utils,
+    }
+    for name, module in stand_ins.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delenv("METRIC3D_CHECKPOINT_DIR", raising=False)
+
+    pack = load_pack("trt_metric3d_in_comfyui")
+    image = torch.rand(1, 56, 84, 3)
+    (out,) = pack.NODE_CLASS_MAPPINGS["Metric3D-NormalMapPreprocessor"]().execute(image, resolution=64)
+    assert out.shape == (1, 64, 96, 3)
+    assert registered == {"metric3d": str(models_dir / "metric3d")}
+    assert len(loaded) == 1 and loaded[0][1] == {"force_full_load": True}
+    assert isinstance(loaded[0][0][0], ModelPatcher)
+    assert progress == [1, 1]

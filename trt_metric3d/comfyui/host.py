@@ -1,0 +1,116 @@
+"""What the nodes need from ComfyUI: model folders, model management, progress bars.
+
+Every piece is optional: outside ComfyUI (tests, scripts) the pack still imports and runs on the
+CPU, without the model-management and progress-bar hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import HF_REPO, checkpoint_filename, load_model
+
+log = logging.getLogger("trt_metric3d")
+
+MODEL_FOLDER = "metric3d"
+
+try:
+    import folder_paths
+except ImportError:  # not running inside ComfyUI
+    folder_paths = None
+
+try:
+    import comfy.model_management as model_management
+    import comfy.model_patcher as model_patcher
+    import comfy.utils as comfy_utils
+except ImportError:
+    model_management = model_patcher = comfy_utils = None
+
+
+def register_model_folder() -> None:
+    """models/metric3d/ for checkpoints, as a ComfyUI model folder (extra_model_paths.yaml can add more)."""
+    if folder_paths is not None:
+        folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
+
+
+def _controlnet_aux_checkpoint(filename: str) -> Path | None:
+    """A checkpoint comfyui_controlnet_aux already downloaded (ckpts/JUGGHM/Metric3D/<file>)."""
+    roots = [os.environ.get("AUX_ANNOTATOR_CKPTS_PATH")]
+    if folder_paths is not None:
+        roots += [
+            os.path.join(p, "comfyui_controlnet_aux", "ckpts")
+            for p in folder_paths.get_folder_paths("custom_nodes")
+        ]
+    for root in filter(None, roots):
+        candidate = Path(root) / HF_REPO / filename
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_checkpoint(backbone: str) -> Path | None:
+    """models/metric3d, then a comfyui_controlnet_aux download; None: the package's own resolution."""
+    filename = checkpoint_filename(backbone)
+    if folder_paths is not None:
+        found = folder_paths.get_full_path(MODEL_FOLDER, filename)
+        if found:
+            return Path(found)
+    return _controlnet_aux_checkpoint(filename)
+
+
+def download_checkpoint(backbone: str) -> Path | None:
+    """Into models/metric3d inside ComfyUI; None outside (the package then uses the HF cache)."""
+    if folder_paths is None:
+        return None
+    import huggingface_hub
+
+    target = folder_paths.get_folder_paths(MODEL_FOLDER)[0]
+    log.info("Metric3D: downloading %s from %s into %s", checkpoint_filename(backbone), HF_REPO, target)
+    return Path(huggingface_hub.hf_hub_download(HF_REPO, checkpoint_filename(backbone), local_dir=target))
+
+
+def torch_device() -> torch.device:
+    if model_management is not None:
+        return model_management.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class ManagedModel:
+    """A PyTorch network that ComfyUI may move off the GPU when it needs the memory."""
+
+    network: torch.nn.Module
+    patcher: object | None
+
+    def ready(self) -> torch.nn.Module:
+        """The network on the compute device (ComfyUI frees other models first if needed)."""
+        if self.patcher is not None:
+            model_management.load_models_gpu([self.patcher], force_full_load=True)
+        return self.network
+
+
+def load_managed(backbone: str) -> ManagedModel:
+    checkpoint = find_checkpoint(backbone) or download_checkpoint(backbone)
+    network = load_model(backbone, checkpoint)  # on the CPU; ComfyUI moves it when used
+    if model_management is None:
+        return ManagedModel(network.to(torch_device()), None)
+    patcher = model_patcher.ModelPatcher(
+        network, load_device=torch_device(), offload_device=model_management.unet_offload_device()
+    )
+    return ManagedModel(network, patcher)
+
+
+class Progress:
+    """ComfyUI's progress bar, or nothing outside ComfyUI."""
+
+    def __init__(self, total: int) -> None:
+        self.bar = comfy_utils.ProgressBar(total) if comfy_utils is not None else None
+
+    def update(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
