@@ -165,3 +165,20 @@ def test_pack_uses_comfyui_services_when_present(small_checkpoint, tmp_path, mon
     assert len(loaded) == 1 and loaded[0][1] == {"force_full_load": True}
     assert isinstance(loaded[0][0][0], ModelPatcher)
     assert progress == [1, 1]
+
+
+def test_detector_has_controlnet_aux_contract(pack, small_checkpoint, coffee_image):
+    from PIL import Image
+
+    detector_module = sys.modules["trt_metric3d_custom_nodes.trt_metric3d.comfyui.detector"]
+    detector = detector_module.Metric3DDetector.from_pretrained(
+        str(small_checkpoint.parent), filename="metric_depth_vit_small_800k.pth"
+    ).to("cpu")
+    node_ref, _ = load_arrays("vit-small", "coffee", "node")
+    depth, normal = detector(coffee_image[0], detect_resolution=512, fx=1000, fy=1000)
+    for ours, expected in ((depth, node_ref["node_depth_u8"]), (normal, node_ref["node_normal_u8"])):
+        assert np.abs(ours.astype(np.int16) - expected.astype(np.int16)).max() <= 1
+    only_depth = detector(Image.fromarray(coffee_image[0]), detect_resolution=256, depth_and_normal=False)
+    assert isinstance(only_depth, Image.Image) and min(only_depth.size) == 256
+    with pytest.raises(ValueError, match="not a Metric3D checkpoint name"):
+        detector_module.Metric3DDetector.from_pretrained(filename="model.safetensors")

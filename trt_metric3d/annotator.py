@@ -12,6 +12,7 @@ import itertools
 import numbers
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -38,18 +39,25 @@ def _device_and_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype
 
 
 def controlnet_maps(
-    model: torch.nn.Module, image: np.ndarray, resolution: int = DEFAULT_RESOLUTION
+    model: torch.nn.Module,
+    image: np.ndarray,
+    resolution: int = DEFAULT_RESOLUTION,
+    upscale: int = cv2.INTER_CUBIC,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(depth image, normal image), both uint8 h' x w' x 3, as the original ComfyUI nodes output them.
 
     image: RGB H x W x 3, uint8 or float in [0, 1] (one ComfyUI IMAGE frame).
     resolution: short side of the outputs; values below 64 mean 512, as in controlnet_aux.
+    upscale: OpenCV interpolation when the maps are enlarged (shrinking always uses INTER_AREA).
     """
-    return controlnet_maps_batch(model, [image], resolution)[0]
+    return controlnet_maps_batch(model, [image], resolution, upscale)[0]
 
 
 def controlnet_maps_batch(
-    model: torch.nn.Module, images: Sequence[np.ndarray], resolution: int = DEFAULT_RESOLUTION
+    model: torch.nn.Module,
+    images: Sequence[np.ndarray],
+    resolution: int = DEFAULT_RESOLUTION,
+    upscale: int = cv2.INTER_CUBIC,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """`controlnet_maps` for several images with one forward of the network."""
     resolution = _detect_resolution(resolution)
@@ -57,11 +65,11 @@ def controlnet_maps_batch(
     device, dtype = _device_and_dtype(model)
     with torch.inference_mode():
         out = model(torch.cat(inputs).to(device=device, dtype=dtype))
-    return [_node_images(out, i, canvas, resolution) for i, canvas in enumerate(canvases)]
+    return [_node_images(out, i, canvas, resolution, upscale) for i, canvas in enumerate(canvases)]
 
 
 def _node_images(
-    out: Metric3DOutput, index: int, canvas: Canvas, resolution: int
+    out: Metric3DOutput, index: int, canvas: Canvas, resolution: int, upscale: int
 ) -> tuple[np.ndarray, np.ndarray]:
     # The depth image is drawn at the valid canvas size, the normals at the image size.
     depth = unpad(out.depth[index : index + 1], canvas)[0, 0].float().cpu().numpy()
@@ -70,8 +78,8 @@ def _node_images(
     depth_image = depth_to_image(depth)
     # ControlNet's normal convention is the inverse of Metric3D's visualisation.
     normal_image = 255 - normal_to_image(normal)
-    depth_padded, remove_pad = resize_with_pad(depth_image, resolution)
-    normal_padded, _ = resize_with_pad(normal_image, resolution)
+    depth_padded, remove_pad = resize_with_pad(depth_image, resolution, upscale)
+    normal_padded, _ = resize_with_pad(normal_image, resolution, upscale)
     # The original crops both with the depth map's remove_pad, so the normal map takes the depth
     # map's size (edge-replicated where its own resize came out smaller).
     return remove_pad(depth_padded), remove_pad(normal_padded)
