@@ -81,3 +81,32 @@ def test_infer_without_focal_or_exif_asks_for_fx(small_checkpoint, tmp_path):
         main, ["infer", str(tmp_path / "plain.png"), "--checkpoint", str(small_checkpoint)]
     )
     assert result.exit_code != 0 and "has no EXIF focal length: pass --fx" in result.output
+
+
+def test_bench_prints_a_table_and_writes_json(small_checkpoint, tmp_path):
+    import json
+
+    out = tmp_path / "bench.json"
+    args = [
+        "bench",
+        "--backend",
+        "torch",
+        "--size",
+        "60x80",
+        "--warmup",
+        "0",
+        "--runs",
+        "2",
+        "--device",
+        "cpu",
+    ]
+    result = CliRunner().invoke(main, [*args, "--checkpoint", str(small_checkpoint), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| vit-small | torch | fp32 | cpu | 1 | 60x80 |" in result.output
+    (row,) = json.loads(out.read_text())
+    assert row["runs"] == 2 and row["p90_ms"] >= row["p50_ms"] > 0 and row["images_per_s"] > 0
+
+
+def test_bench_rejects_a_bad_size(small_checkpoint):
+    result = CliRunner().invoke(main, ["bench", "--size", "big", "--checkpoint", str(small_checkpoint)])
+    assert result.exit_code != 0 and "expected HxW" in result.output

@@ -120,3 +120,65 @@ def infer(
             _write_results(out_dir / path.stem, prediction)
     click.echo("\n".join(used))
     click.echo(f"wrote {len(images)} result set(s) to {out_dir}")
+
+
+def _parse_size(value: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected HxW, e.g. 480x640") from None
+    if height < 1 or width < 1:
+        raise click.BadParameter(f"{value!r}: sides must be positive")
+    return height, width
+
+
+@main.command()
+@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    default=("auto",),
+    show_default=True,
+    help="Repeat to compare backends.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16"]),
+    default=None,
+    help="[default: fp16 on CUDA, else fp32]",
+)
+@click.option("--size", default="616x1064", show_default=True, help="Input image HxW.")
+@click.option("--batch", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
+@click.option("--runs", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--device", default=None, help="torch device [default: cuda if available].")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def bench(
+    backbone: str,
+    backends: tuple[str, ...],
+    precision: str | None,
+    size: str,
+    batch: int,
+    warmup: int,
+    runs: int,
+    device: str | None,
+    checkpoint: str | None,
+    json_path: Path | None,
+) -> None:
+    """Latency (p50/p90), throughput and peak memory of predict, per backend."""
+    import json
+
+    from .benchmark import format_table, run_benchmark
+    from .io import atomic_write_bytes
+    from .runtime import Metric3D
+
+    image_hw = _parse_size(size)
+    results = []
+    for backend in backends:
+        with Metric3D(backbone, backend, precision, device, checkpoint) as runtime:
+            results.append(run_benchmark(runtime, image_hw, batch, warmup, runs))
+    click.echo(format_table(results))
+    if json_path is not None:
+        atomic_write_bytes(json_path, json.dumps([r.as_dict() for r in results], indent=1).encode())

@@ -1,0 +1,91 @@
+"""Latency, throughput and memory of a backend's forward on canonical canvases."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .runtime import Metric3D
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    backbone: str
+    backend: str
+    precision: str
+    device: str
+    batch: int
+    image_hw: tuple[int, int]
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    images_per_s: float
+    peak_memory_mib: float  # device memory on CUDA, process peak RSS on the CPU
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def run_benchmark(
+    runtime: Metric3D, image_hw: tuple[int, int], batch: int, warmup: int, runs: int
+) -> BenchResult:
+    """Time `runtime.predict` end to end (pre-processing, forward, post-processing) on random images."""
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.random((batch, *image_hw, 3), dtype=np.float32)).to(runtime.device)
+    if runtime.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(runtime.device)
+    for _ in range(warmup):
+        runtime.predict(images, fx=1000.0)
+    samples = []
+    for _ in range(runs):
+        _synchronize(runtime.device)
+        start = time.perf_counter()
+        runtime.predict(images, fx=1000.0)
+        _synchronize(runtime.device)
+        samples.append(time.perf_counter() - start)
+    p50 = statistics.median(samples)
+    return BenchResult(
+        backbone=runtime.backbone,
+        backend=runtime.backend,
+        precision=runtime.precision,
+        device=str(runtime.device),
+        batch=batch,
+        image_hw=image_hw,
+        runs=runs,
+        p50_ms=p50 * 1000,
+        p90_ms=float(np.percentile(samples, 90)) * 1000,
+        images_per_s=batch / p50,
+        peak_memory_mib=_peak_memory_mib(runtime.device),
+    )
+
+
+def format_table(results: list[BenchResult]) -> str:
+    lines = [
+        "| backbone | backend | precision | device | batch | image | p50 ms | p90 ms | img/s | peak MiB |",
+        "|---|---|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.backbone} | {r.backend} | {r.precision} | {r.device} | {r.batch} "
+            f"| {r.image_hw[0]}x{r.image_hw[1]} | {r.p50_ms:.1f} | {r.p90_ms:.1f} "
+            f"| {r.images_per_s:.2f} | {r.peak_memory_mib:.0f} |"
+        )
+    return "\n".join(lines)
