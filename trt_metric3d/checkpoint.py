@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import os
-import re
+import pickle
+from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .model import BACKBONES, build_model
+from .model import BACKBONES, CONFIGS, build_model
 
 HF_REPO = "JUGGHM/Metric3D"
 HF_URL = f"https://huggingface.co/{HF_REPO}"
 CHECKPOINT_DIR_ENV = "METRIC3D_CHECKPOINT_DIR"
 
-# ResidualBlock registers one LayerNorm under two names; checkpoints carry both.
-_ALIAS = re.compile(r"^(?P<prefix>.+)\.downsample\.1\.(?P<leaf>weight|bias)$")
+_ENCODER = "depth_model.encoder."
+_LIST_LIMIT = 10
 
 
 class CheckpointError(ValueError):
@@ -29,127 +30,269 @@ class CheckpointNotFoundError(FileNotFoundError):
 
 
 def checkpoint_filename(backbone: str) -> str:
+    """`metric_depth_vit_{small,large,giant2}_800k.pth`, the official file name for `backbone`."""
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
     return f"metric_depth_vit_{backbone.removeprefix('vit-')}_800k.pth"
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Finding the file
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it, also when set after huggingface_hub was imported."""
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return bool(constants.HF_HUB_OFFLINE) or value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    text = str(error).strip().splitlines()
+    line = text[0] if text else ""
+    return f"{type(error).__name__}: {line[:limit]}" if line else type(error).__name__
+
+
 def resolve_checkpoint(backbone: str) -> Path:
-    """$METRIC3D_CHECKPOINT_DIR, then the Hugging Face cache, then a download from JUGGHM/Metric3D."""
+    """Path of the official checkpoint for `backbone`, looked for in this order:
+
+    1. the folder named by $METRIC3D_CHECKPOINT_DIR (when set and the file is there);
+    2. the Hugging Face cache (no network);
+    3. a download from https://huggingface.co/JUGGHM/Metric3D (skipped when HF_HUB_OFFLINE=1).
+
+    Raises CheckpointNotFoundError, saying where to put the file, when none of these gives it.
+    """
     import huggingface_hub
 
     filename = checkpoint_filename(backbone)
-    local_dir = os.environ.get(CHECKPOINT_DIR_ENV)
-    if local_dir and (Path(local_dir) / filename).is_file():
-        return Path(local_dir) / filename
+    local_dir = os.environ.get(CHECKPOINT_DIR_ENV, "").strip()
+    local_note = ""
+    if local_dir:
+        folder = Path(local_dir).expanduser()
+        if (folder / filename).is_file():
+            return folder / filename
+        state = "does not contain it" if folder.is_dir() else "is not an existing folder"
+        local_note = f"{CHECKPOINT_DIR_ENV}={local_dir} {state}; "
+
     cached = huggingface_hub.try_to_load_from_cache(HF_REPO, filename)
-    if isinstance(cached, str):
+    if isinstance(cached, str | os.PathLike) and Path(cached).is_file():
         return Path(cached)
-    try:
-        return Path(huggingface_hub.hf_hub_download(HF_REPO, filename))
-    except Exception as e:  # offline, HF_HUB_OFFLINE=1, network or auth errors: one clear message
-        searched = f"; {CHECKPOINT_DIR_ENV}={local_dir} does not contain it" if local_dir else ""
-        raise CheckpointNotFoundError(
-            f"checkpoint {filename} not found locally and could not be downloaded ({type(e).__name__}: {e})"
-            f"{searched}. Download it from {HF_URL} and put it in a folder named by {CHECKPOINT_DIR_ENV}, "
-            f"e.g. {CHECKPOINT_DIR_ENV}=/models/metric3d with /models/metric3d/{filename}"
-        ) from e
+
+    cause: Exception | None = None
+    if _hub_offline():
+        attempt = "it was not downloaded because HF_HUB_OFFLINE is set"
+    else:
+        try:
+            return Path(huggingface_hub.hf_hub_download(HF_REPO, filename))
+        except Exception as e:  # offline, network, disk or auth errors: one clear message below
+            cause = e
+            attempt = f"downloading it failed ({_first_line(e)})"
+    raise CheckpointNotFoundError(
+        f"Metric3D checkpoint {filename} not found: {local_note}it is not in the Hugging Face cache, and "
+        f"{attempt}. Download {filename} from {HF_URL} and put it in a folder named by "
+        f"{CHECKPOINT_DIR_ENV}, e.g. {CHECKPOINT_DIR_ENV}=/models/metric3d with "
+        f"/models/metric3d/{filename}"
+    ) from cause
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading the file
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of an official `.pth` ({"model_state_dict": ...}) or of a plain state-dict file."""
+    """Tensors of an official `.pth` ({"model_state_dict": ...}) or of a plain state-dict file.
+
+    Loaded with `weights_only=True` (no code from the file runs). A damaged or foreign file raises
+    CheckpointError naming it; a missing one CheckpointNotFoundError.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointNotFoundError(f"checkpoint file {path} does not exist")
+        what = "is not a file" if path.exists() else "does not exist"
+        raise CheckpointNotFoundError(f"checkpoint file {path} {what}")
+    redownload = f"download it again from {HF_URL}"
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e) or "not an allowed global" in str(e):
+            raise CheckpointError(
+                f"{path} holds Python objects besides tensors, which safe loading (weights_only=True) "
+                f"refuses ({_first_line(e, 300)}); the official Metric3D checkpoints hold tensors only: "
+                f"{redownload}"
+            ) from e
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({_first_line(e)}); it may be truncated or "
+            f"corrupt: {redownload}"
+        ) from e
     except Exception as e:
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}); it may be truncated or "
-            f"corrupt: download it again from {HF_URL}"
+            f"{path} is not a readable PyTorch checkpoint ({_first_line(e)}); it may be truncated or "
+            f"corrupt: {redownload}"
         ) from e
     if isinstance(content, Mapping) and isinstance(content.get("model_state_dict"), Mapping):
         content = content["model_state_dict"]
     if not isinstance(content, Mapping) or not any(isinstance(v, torch.Tensor) for v in content.values()):
+        if isinstance(content, Mapping):
+            found = f"a dict with keys {_listing(sorted(map(str, content)))}"
+        else:
+            found = f"a {type(content).__name__}"
         raise CheckpointError(
-            f"{path} holds no state dict of tensors; is it a Metric3D checkpoint from {HF_URL}?"
+            f"{path} holds no state dict of tensors (found {found}); it is not a Metric3D checkpoint: "
+            f"{redownload}"
         )
     return dict(content)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Strict loading
+
+
 def _as_tensors(state_dict: Mapping[str, object]) -> dict[str, torch.Tensor]:
-    tensors = {}
+    """A new dict of torch tensors (numpy arrays converted); anything else is refused."""
+    tensors: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
-        if isinstance(value, np.ndarray):
-            value = torch.from_numpy(value)
+        if isinstance(value, np.ndarray | np.generic):
+            array = np.asarray(value)
+            try:
+                value = torch.from_numpy(array if array.flags.writeable else array.copy())
+            except TypeError as e:
+                raise CheckpointError(
+                    f"checkpoint entry {key!r} is a numpy array of dtype {array.dtype}"
+                ) from e
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
         tensors[key] = value
     return tensors
 
 
-def _fill_aliases(state_dict: dict[str, torch.Tensor]) -> None:
-    """Accept either name of an aliased LayerNorm; both present must agree."""
-    for key in list(state_dict):
-        match = _ALIAS.match(key)
-        if not match:
+def _alias_groups(model: torch.nn.Module, expected: Mapping[str, torch.Tensor]) -> list[list[str]]:
+    """State-dict names that reach the same tensor because a module is registered under several names.
+
+    In Metric3D's decoder ResidualBlock one LayerNorm is both `norm3` and `downsample.1`.
+    """
+    names_by_module: dict[int, list[str]] = defaultdict(list)
+    modules: dict[int, torch.nn.Module] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        names_by_module[id(module)].append(name)
+        modules[id(module)] = module
+    groups = []
+    for module_id, names in names_by_module.items():
+        if len(names) < 2:
             continue
-        twin = f"{match['prefix']}.norm3.{match['leaf']}"
-        if twin not in state_dict:
-            state_dict[twin] = state_dict[key]
-        elif not torch.equal(state_dict[twin], state_dict[key]):
-            raise CheckpointError(f"{key} and {twin} name one LayerNorm but hold different values")
-    for key in list(state_dict):
-        if key.endswith((".norm3.weight", ".norm3.bias")):
-            prefix, leaf = key.rsplit(".norm3.", 1)
-            state_dict.setdefault(f"{prefix}.downsample.1.{leaf}", state_dict[key])
+        for leaf in modules[module_id].state_dict():
+            group = [f"{name}.{leaf}" if name else leaf for name in names]
+            group = [key for key in group if key in expected]
+            if len(group) > 1:
+                groups.append(group)
+    return groups
 
 
-def _listing(keys: list[str], limit: int = 10) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})"
+def _fill_aliases(tensors: dict[str, torch.Tensor], groups: list[list[str]]) -> None:
+    """Accept any one name of an aliased tensor; names given more than once must agree."""
+    for group in groups:
+        given = [key for key in group if key in tensors]
+        if not given:
+            continue  # reported as missing
+        first = tensors[given[0]]
+        for other in given[1:]:
+            value = tensors[other]
+            if value.shape != first.shape or not torch.equal(value.to(first.dtype), first):
+                raise CheckpointError(
+                    f"{given[0]} and {other} name one tensor of the model (the same LayerNorm) but the "
+                    f"checkpoint gives them different values"
+                    + (
+                        ""
+                        if value.shape == first.shape
+                        else f" (shapes {tuple(first.shape)}, {tuple(value.shape)})"
+                    )
+                )
+        for key in group:
+            tensors.setdefault(key, first)
 
 
-def _backbone_hint(state_dict: Mapping[str, torch.Tensor], expected_width: int) -> str:
-    token = state_dict.get("depth_model.encoder.cls_token")
-    widths = {384: "vit-small", 1024: "vit-large", 1536: "vit-giant2"}
-    if token is not None and token.shape[-1] != expected_width and token.shape[-1] in widths:
-        return f"; this looks like a {widths[token.shape[-1]]} checkpoint: pick that backbone"
+def _listing(items: list[str], limit: int = _LIST_LIMIT) -> str:
+    shown = ", ".join(items[:limit])
+    more = f", ... {len(items) - limit} more" if len(items) > limit else ""
+    return f"{len(items)} ({shown}{more})"
+
+
+def _encoder_width(state_dict: Mapping[str, torch.Tensor]) -> int | None:
+    for leaf in ("cls_token", "pos_embed", "register_tokens", "norm.weight", "patch_embed.proj.bias"):
+        value = state_dict.get(_ENCODER + leaf)
+        if isinstance(value, torch.Tensor) and value.ndim >= 1:
+            return int(value.shape[-1])
+    return None
+
+
+def _hint(
+    tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], unexpected: list[str]
+) -> str:
+    """Why the keys may not fit: another backbone's checkpoint, or keys under another prefix."""
+    got, want = _encoder_width(tensors), _encoder_width(expected)
+    if got is not None and want is not None and got != want:
+        by_width = {config.encoder.embed_dim: name for name, config in CONFIGS.items()}
+        if got in by_width:
+            return (
+                f". Hint: the checkpoint's encoder width is {got}, the model's {want}: this looks like a "
+                f"{by_width[got]} checkpoint (file {checkpoint_filename(by_width[got])}), so load it with "
+                f"backbone {by_width[got]!r}"
+            )
+        return (
+            f". Hint: the checkpoint's encoder width is {got}, the model's {want}: not this backbone's file"
+        )
+    if unexpected:
+        half = len(unexpected) / 2
+        stripped = [key.split(".", 1)[1] for key in unexpected if "." in key]
+        if sum(key in expected for key in stripped) > half:
+            prefix = unexpected[0].split(".", 1)[0]
+            return f". Hint: the checkpoint's keys carry an extra {prefix + '.'!r} prefix; strip it"
+        prefixed = [f"depth_model.{key}" for key in unexpected]
+        if sum(key in expected for key in prefixed) > half:
+            return ". Hint: the checkpoint's keys lack the 'depth_model.' prefix"
     return ""
 
 
 def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, object]) -> None:
-    """Copy `state_dict` into `model` only if every key and shape matches exactly (else nothing)."""
+    """Copy `state_dict` into `model` if every key, shape and value is acceptable; else change nothing.
+
+    Strict: any missing or unexpected key, or any shape mismatch, raises CheckpointError listing them
+    (with a hint when the checkpoint is another backbone's). Names of one aliased tensor (the decoder's
+    `norm3` / `downsample.1` LayerNorm) must agree when both are given; one of them is enough. Values
+    must be finite floating-point tensors. `state_dict` values may be torch tensors or numpy arrays.
+    """
     tensors = _as_tensors(state_dict)
-    _fill_aliases(tensors)
     expected = model.state_dict()
-    width = (
-        expected["depth_model.encoder.cls_token"].shape[-1]
-        if "depth_model.encoder.cls_token" in expected
-        else 0
-    )
-    hint = _backbone_hint(tensors, width)
+    _fill_aliases(tensors, _alias_groups(model, expected))
+
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
+    mismatched = [
+        f"{key} (model {tuple(expected[key].shape)}, checkpoint {tuple(tensors[key].shape)})"
+        for key in sorted(set(expected) & set(tensors))
+        if tensors[key].shape != expected[key].shape
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys: {_listing(missing)}")
     if unexpected:
         problems.append(f"unexpected keys: {_listing(unexpected)}")
-    mismatched = [
-        f"{k} (model {tuple(expected[k].shape)}, checkpoint {tuple(tensors[k].shape)})"
-        for k in sorted(set(expected) & set(tensors))
-        if tensors[k].shape != expected[k].shape
-    ]
     if mismatched:
         problems.append(f"shape mismatches: {_listing(mismatched)}")
     if problems:
-        raise CheckpointError("checkpoint does not fit the model: " + "; ".join(problems) + hint)
-    for key, value in tensors.items():
+        raise CheckpointError(
+            "checkpoint does not fit the model: " + "; ".join(problems) + _hint(tensors, expected, unexpected)
+        )
+
+    for key in sorted(tensors):
+        value = tensors[key]
         if not value.is_floating_point():
             raise CheckpointError(f"checkpoint entry {key} has dtype {value.dtype}; expected floating point")
-        if not torch.isfinite(value).all():
-            raise CheckpointError(f"checkpoint entry {key} contains NaN or inf: the file is damaged")
+        if not bool(torch.isfinite(value).all()):
+            kind = "NaN" if bool(torch.isnan(value).any()) else "inf"
+            raise CheckpointError(f"checkpoint entry {key} contains {kind} values: the weights are damaged")
+
     model.load_state_dict(tensors, strict=True)
 
 
@@ -158,11 +301,12 @@ def load_model(
     checkpoint: str | os.PathLike | Mapping[str, object] | None = None,
     device: str | torch.device = "cpu",
 ) -> torch.nn.Module:
-    """The Metric3D v2 network with official weights, in eval mode on `device`.
+    """The Metric3D v2 network with official weights, in eval mode, frozen, on `device`.
 
     checkpoint: path to an official .pth, or a state dict (torch tensors or numpy arrays);
     None finds `metric_depth_vit_<size>_800k.pth` (see `resolve_checkpoint`).
     """
+    checkpoint_filename(backbone)  # unknown backbone: ValueError before any file work
     if checkpoint is None:
         checkpoint = resolve_checkpoint(backbone)
     state_dict = checkpoint if isinstance(checkpoint, Mapping) else read_state_dict(checkpoint)

@@ -182,3 +182,84 @@ def bench(
     click.echo(format_table(results))
     if json_path is not None:
         atomic_write_bytes(json_path, json.dumps([r.as_dict() for r in results], indent=1).encode())
+
+
+def _profile_option(value: str | None) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
+    try:
+        batch, height, width = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected BxHxW, e.g. 1x616x1064") from None
+    return batch, height, width
+
+
+@main.command()
+@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--out", "export_dir", type=click.Path(file_okay=False), default=None, help="[default: export/]"
+)
+def export(backbone: str, checkpoint: str | None, export_dir: str | None) -> None:
+    """ONNX with dynamic batch/height/width (FP32) and its mixed FP16 version for TensorRT."""
+    from .engine.pipeline import exported_onnx
+
+    fp32, fp16, _ = exported_onnx(backbone, checkpoint, export_dir)
+    click.echo(f"{fp32}\n{fp16}")
+
+
+@main.command()
+@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--min", "min_shape", default=None, help="Profile minimum BxHxW [default: 1x616x616].")
+@click.option("--opt", "opt_shape", default=None, help="Profile optimum BxHxW [default: 1x616x1064].")
+@click.option("--max", "max_shape", default=None, help="Profile maximum BxHxW [default: 4x1064x1064].")
+@click.option(
+    "--flavour",
+    type=click.Choice(["tensorrt", "tensorrt_rtx"]),
+    default=None,
+    help="[default: tensorrt if installed, else tensorrt_rtx]",
+)
+@click.option("--workspace", type=float, default=4.0, show_default=True, help="Builder workspace limit, GiB.")
+@click.option("--compute-capability", default=None, help="TensorRT-RTX ahead-of-time target, e.g. SM86.")
+@click.option(
+    "--engines", "engine_dir", type=click.Path(file_okay=False), default=None, help="[default: engines/]"
+)
+@click.option("--export-dir", type=click.Path(file_okay=False), default=None, help="[default: export/]")
+def build(
+    backbone: str,
+    checkpoint: str | None,
+    min_shape: str | None,
+    opt_shape: str | None,
+    max_shape: str | None,
+    flavour: str | None,
+    workspace: float,
+    compute_capability: str | None,
+    engine_dir: str | None,
+    export_dir: str | None,
+) -> None:
+    """Checkpoint -> ONNX -> FP16 ONNX -> strongly typed TensorRT engine (each step cached)."""
+    from .engine import builder, pipeline
+
+    defaults = builder.ShapeProfile()
+    shapes = [
+        _profile_option(s) or d
+        for s, d in zip(
+            (min_shape, opt_shape, max_shape), (defaults.min, defaults.opt, defaults.max), strict=True
+        )
+    ]
+    profile = builder.ShapeProfile(*shapes)
+    try:
+        engine = pipeline.build(
+            backbone,
+            checkpoint,
+            profile,
+            flavour=flavour,
+            engine_dir=engine_dir,
+            export_dir=export_dir,
+            workspace_gib=workspace,
+            compute_capability=compute_capability,
+        )
+    except (builder.TensorRTNotInstalled, RuntimeError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(str(engine))

@@ -1,0 +1,104 @@
+"""ONNX export (dynamic shapes), parity with PyTorch on ONNX Runtime, FP16 graph, TensorRT-RTX build."""
+
+import numpy as np
+import pytest
+import torch
+
+from reference import load_arrays
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from trt_metric3d.engine import pipeline  # noqa: E402
+from trt_metric3d.export import INPUT_NAME, OUTPUT_NAMES, CanvasNetwork  # noqa: E402
+
+TOLERANCE = 1e-4
+FP16_MAX_REL = 1e-2  # measured 1.3e-3 on coffee
+FP16_ABS_REL = 1e-3  # measured 2.2e-4
+
+
+@pytest.fixture(scope="module")
+def onnx_files(small_checkpoint, tmp_path_factory):
+    fp32, fp16, _ = pipeline.exported_onnx("vit-small", small_checkpoint, tmp_path_factory.mktemp("export"))
+    return fp32, fp16
+
+
+@pytest.fixture(scope="module")
+def coffee_canvas():
+    ref, meta = load_arrays("vit-small", "coffee", "model")
+    return torch.from_numpy(ref["canvas_u8"]).permute(2, 0, 1).float()[None], meta[
+        "crop_top_bottom_left_right"
+    ]
+
+
+def run_onnx(path, x: torch.Tensor) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == [INPUT_NAME]
+    assert tuple(o.name for o in session.get_outputs()) == OUTPUT_NAMES
+    return dict(zip(OUTPUT_NAMES, session.run(None, {INPUT_NAME: x.numpy()}), strict=True))
+
+
+def canvases(coffee):
+    canvas, _ = coffee
+    return {
+        "616x1064": canvas,
+        "1064x616-portrait": torch.nn.functional.interpolate(canvas, size=(1064, 616)),
+        "224x280-batch2": torch.cat([canvas[:, :, :224, :280], canvas[:, :, 300:524, 500:780]]),
+    }
+
+
+@pytest.mark.parametrize("size", ["616x1064", "1064x616-portrait", "224x280-batch2"])
+def test_fp32_onnx_matches_pytorch(onnx_files, small_model, coffee_canvas, size):
+    x = canvases(coffee_canvas)[size]
+    with torch.inference_mode():
+        expected = dict(zip(OUTPUT_NAMES, (t.numpy() for t in CanvasNetwork(small_model)(x)), strict=True))
+    got = run_onnx(onnx_files[0], x)
+    for name in ("depth", "confidence"):
+        assert got[name].shape == expected[name].shape
+        assert (np.abs(got[name] - expected[name]) / np.abs(expected[name])).max() <= TOLERANCE, name
+    for name in ("normal", "normal_iter1"):
+        diff = np.linalg.norm(got[name][:, :3] - expected[name][:, :3], axis=1)
+        assert diff.max() <= TOLERANCE, name
+
+
+def test_fp16_graph_is_close_to_fp32(onnx_files, coffee_canvas):
+    x, (t, b, left, r) = coffee_canvas
+    fp32, fp16 = (run_onnx(path, x) for path in onnx_files)
+    d32 = fp32["depth"][0, 0, t : 616 - b, left : 1064 - r]
+    d16 = fp16["depth"][0, 0, t : 616 - b, left : 1064 - r]
+    rel = np.abs(d16 - d32) / d32
+    assert rel.max() <= FP16_MAX_REL and rel.mean() <= FP16_ABS_REL
+    assert fp16["depth"].dtype == np.float32  # the interface stays FP32
+
+
+def test_fp16_graph_really_is_half_precision(onnx_files):
+    import onnx
+
+    model = onnx.load(str(onnx_files[1]), load_external_data=False)
+    types = {t.data_type for t in model.graph.initializer if t.dims and np.prod(t.dims) > 1000}
+    assert onnx.TensorProto.FLOAT16 in types
+    kept = [n for n in model.graph.node if n.op_type == "LayerNormalization"]
+    half_weights = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    assert kept and not any(i in half_weights for n in kept for i in n.input), "LayerNorm must stay FP32"
+
+
+def test_export_is_cached_per_checkpoint(onnx_files, small_checkpoint, monkeypatch):
+    import trt_metric3d.export as export_module
+
+    monkeypatch.setattr(export_module, "export_onnx", lambda *a: pytest.fail("exported again"))
+    again = pipeline.exported_onnx("vit-small", small_checkpoint, onnx_files[0].parent)
+    assert again[:2] == onnx_files
+
+
+def test_tensorrt_rtx_builds_the_fp16_graph_on_cpu(onnx_files, tmp_path):
+    """Proof that the graph parses and builds in a TensorRT builder with its dynamic profile."""
+    pytest.importorskip("tensorrt_rtx")
+    from trt_metric3d.engine.builder import ShapeProfile, build_engine
+
+    profile = ShapeProfile(min=(1, 224, 224), opt=(1, 224, 280), max=(2, 336, 336))
+    cache = tmp_path / "timing.cache"
+    engine = build_engine(
+        onnx_files[1], profile, flavour="tensorrt_rtx", compute_capability="SM86", timing_cache=cache
+    )
+    assert len(engine) > 1_000_000
+    assert cache.is_file() and cache.stat().st_size > 0

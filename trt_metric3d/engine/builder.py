@@ -1,0 +1,140 @@
+"""Strongly typed TensorRT engines from the mixed FP16 ONNX: TensorRT 10/11 and TensorRT-RTX.
+
+The three share the builder API used here; `tensorrt` is preferred when both are installed.
+Precision comes from the ONNX itself (strongly typed network): no FP16 builder flag, which
+TensorRT 11 and TensorRT-RTX do not have.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+
+from ..export import INPUT_NAME
+from ..model import CANVAS_MULTIPLE
+
+INSTALL_HINT = (
+    "TensorRT is not installed. Install one of:\n"
+    "  pip install tensorrt-cu12     # TensorRT for CUDA 12 (data-centre and desktop GPUs)\n"
+    "  pip install tensorrt-cu13     # TensorRT for CUDA 13\n"
+    "  pip install tensorrt-rtx      # TensorRT-RTX (GeForce / RTX GPUs; also builds without a GPU)"
+)
+
+
+class TensorRTNotInstalled(ImportError):
+    pass
+
+
+def import_tensorrt(flavour: str | None = None) -> tuple[ModuleType, str]:
+    """(module, flavour) with flavour "tensorrt" or "tensorrt_rtx"; None tries both, TensorRT first."""
+    for name in [flavour] if flavour else ["tensorrt", "tensorrt_rtx"]:
+        try:
+            return importlib.import_module(name), name
+        except ImportError:
+            continue
+    raise TensorRTNotInstalled(INSTALL_HINT)
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """Min / opt / max (batch, height, width) of the canvas input: one optimisation profile."""
+
+    min: tuple[int, int, int] = (1, 616, 616)
+    opt: tuple[int, int, int] = (1, 616, 1064)
+    max: tuple[int, int, int] = (4, 1064, 1064)  # covers 616 x 1064 landscape and portrait
+
+    def __post_init__(self) -> None:
+        for name, (b, h, w) in (("min", self.min), ("opt", self.opt), ("max", self.max)):
+            if b < 1 or h % CANVAS_MULTIPLE or w % CANVAS_MULTIPLE or h <= 0 or w <= 0:
+                raise ValueError(
+                    f"profile {name}={b}x{h}x{w}: batch must be >= 1 and height/width positive multiples of "
+                    f"{CANVAS_MULTIPLE}"
+                )
+        if not all(lo <= mid <= hi for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True)):
+            raise ValueError(f"profile needs min <= opt <= max in every dimension, got {self}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _progress_monitor(trt: ModuleType):
+    """A builder progress monitor printing phases to stderr (None where the API lacks one)."""
+    if not hasattr(trt, "IProgressMonitor"):
+        return None
+
+    class Printer(trt.IProgressMonitor):
+        """Top-level build phases with a percentage; TensorRT's many nested phases are skipped."""
+
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.top: dict[str, int] = {}
+
+        def phase_start(self, parent_phase, phase_name, num_steps):
+            if parent_phase is None:
+                self.top[phase_name] = max(num_steps, 1)
+                print(f"[TensorRT] {phase_name}", file=sys.stderr, flush=True)
+
+        def step_complete(self, phase_name, step):
+            total = self.top.get(phase_name)
+            if total and total >= 10 and (step + 1) % (total // 10) == 0:
+                print(f"[TensorRT] {phase_name}: {100 * (step + 1) // total}%", file=sys.stderr, flush=True)
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name):
+            self.top.pop(phase_name, None)
+
+    return Printer()
+
+
+def build_engine(
+    onnx_path: str | Path,
+    profile: ShapeProfile,
+    *,
+    flavour: str | None = None,
+    workspace_gib: float = 4.0,
+    timing_cache: Path | None = None,
+    compute_capability: str | None = None,
+) -> bytes:
+    """Parse `onnx_path` into a strongly typed network and build a serialized engine.
+
+    compute_capability (TensorRT-RTX only), e.g. "SM86": build ahead of time for that GPU family,
+    which also works on a machine without a GPU.
+    """
+    trt, flavour = import_tensorrt(flavour)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path}:\n{errors}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
+    shapes = builder.create_optimization_profile()
+    shapes.set_shape(INPUT_NAME, *((b, 3, h, w) for b, h, w in (profile.min, profile.opt, profile.max)))
+    config.add_optimization_profile(shapes)
+    if compute_capability is not None:
+        config.num_compute_capabilities = 1
+        config.set_compute_capability(getattr(trt.ComputeCapability, compute_capability), 0)
+    monitor = _progress_monitor(trt)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    cache = None
+    if timing_cache is not None and flavour == "tensorrt":  # TensorRT-RTX has no timing cache (no-op)
+        cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(
+            f"TensorRT ({flavour}) failed to build an engine from {onnx_path}; see the log above"
+        )
+    if cache is not None:
+        from ..io import atomic_write_bytes
+
+        atomic_write_bytes(timing_cache, bytes(cache.serialize()))
+    return bytes(serialized)

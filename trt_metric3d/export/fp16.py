@@ -1,0 +1,145 @@
+"""FP32 ONNX -> mixed FP16 ONNX for strongly typed TensorRT (TensorRT 11, TensorRT-RTX).
+
+Convolutions, matrix products and element-wise work run in FP16. These stay FP32, chosen by what
+overflows or loses precision in half floats (no calibration needed, the same graph every time):
+  - normalisations and reductions: LayerNorm, softmax, sums, powers, square roots, exp / elu;
+  - the input normalisation and the position-embedding resize (its sampling positions, computed
+    from the canvas shape, need FP32; TensorRT also wants shape tensors in FP32);
+  - the decoder's own arithmetic: the depth-bin expectation (softmax over 256 bins times depths up
+    to 200), the refinement state accumulated over the GRU iterations, the convex upsampling and
+    the normal normalisation: cheap element-wise work at 1/4 resolution.
+Inputs and outputs stay FP32, so every backend keeps one interface. A Cast is inserted wherever a
+tensor crosses between the two precisions; FP16-only weights are stored in FP16.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .onnx_export import PROTOBUF_LIMIT
+
+FP32_OPS = {"LayerNormalization", "Softmax", "ReduceSum", "ReduceMean", "Pow", "Sqrt", "Exp", "Elu"}
+# Modules whose own (not their children's) operations stay FP32; names as in the exported wrapper.
+FP32_SCOPES = {"", "network.depth_model.encoder", "network.depth_model.decoder"}
+SCOPE_KEY = "pkg.torch.onnx.name_scopes"
+# Inputs ONNX requires in FP32 whatever the data type (Resize's roi and scales).
+FLOAT32_ONLY_INPUTS = {"Resize": {1, 2}}
+FLOAT = TensorProto.FLOAT
+HALF = TensorProto.FLOAT16
+
+
+def _module_of(node: onnx.NodeProto) -> str | None:
+    """The innermost module that emitted `node` (exporter metadata); None where the optimiser made it."""
+    for prop in node.metadata_props:
+        if prop.key == SCOPE_KEY:
+            scopes = ast.literal_eval(prop.value)
+            return scopes[-2] if len(scopes) >= 2 else ""
+    return None
+
+
+def _keeps_fp32(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto], decided: dict[str, bool]) -> bool:
+    if node.op_type in FP32_OPS:
+        return True
+    module = _module_of(node)
+    if module is None:  # no metadata: follow the node that feeds it
+        feeding = [decided[producers[i].name] for i in node.input if i in producers]
+        return bool(feeding) and all(feeding)
+    return module in FP32_SCOPES
+
+
+def _float_tensors(model: onnx.ModelProto) -> set[str]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    infos = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    names = {v.name for v in infos if v.type.tensor_type.elem_type == FLOAT}
+    return names | {t.name for t in model.graph.initializer if t.data_type == FLOAT}
+
+
+def to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    graph = model.graph
+    floats = _float_tensors(model)
+    producers = {out: node for node in graph.node for out in node.output}
+    decided: dict[str, bool] = {}
+    for node in graph.node:  # topological order: producers are decided first
+        decided[node.name] = _keeps_fp32(node, producers, decided)
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            consumers[name].append((node, index))
+
+    def wants_half(node: onnx.NodeProto, index: int) -> bool:
+        return not decided[node.name] and index not in FLOAT32_ONLY_INPUTS.get(node.op_type, ())
+
+    # Weights used only in FP16 become FP16; shared ones stay FP32 and get a Cast where needed.
+    initializers = {t.name: t for t in graph.initializer}
+    half_tensors = set()
+    for name, tensor in initializers.items():
+        if (
+            tensor.data_type == FLOAT
+            and consumers[name]
+            and all(wants_half(n, i) for n, i in consumers[name])
+        ):
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), name))
+            half_tensors.add(name)
+    # FP16 nodes produce FP16 floats: retype their Casts and float constants.
+    for node in graph.node:
+        if decided[node.name]:
+            continue
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == FLOAT:
+                attr.i = HALF
+            if attr.name == "value" and attr.t.data_type == FLOAT:
+                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16)))
+        half_tensors.update(out for out in node.output if out in floats)
+
+    new_nodes, casts = [], {}
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name not in floats and name not in half_tensors:
+                continue
+            is_half, want_half = name in half_tensors, wants_half(node, index)
+            if is_half != want_half:
+                key = (name, want_half)
+                if key not in casts:
+                    casts[key] = f"{name}__as_{'fp16' if want_half else 'fp32'}"
+                    new_nodes.append(
+                        helper.make_node(
+                            "Cast", [name], [casts[key]], to=HALF if want_half else FLOAT, name=casts[key]
+                        )
+                    )
+                node.input[index] = casts[key]
+        new_nodes.append(node)
+    for output in graph.output:  # graph outputs stay FP32
+        if output.name in half_tensors:
+            internal = f"{output.name}__fp16"
+            for node in new_nodes:
+                node.output[:] = [internal if o == output.name else o for o in node.output]
+                node.input[:] = [internal if i == output.name else i for i in node.input]
+            new_nodes.append(
+                helper.make_node("Cast", [internal], [output.name], to=FLOAT, name=f"{output.name}__fp32")
+            )
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    del graph.value_info[:]  # stale element types; consumers re-infer them
+    return model
+
+
+def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Write the mixed-precision version of the FP32 ONNX `src` to `dst` (atomically)."""
+    mixed = to_mixed_fp16(onnx.load(str(src)))
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=f".{dst.name}.") as tmp:
+        staged = Path(tmp) / dst.name
+        weight_bytes = sum(len(t.raw_data) for t in mixed.graph.initializer)
+        onnx.save(mixed, str(staged), save_as_external_data=weight_bytes > PROTOBUF_LIMIT)
+        for produced in sorted(Path(tmp).iterdir(), key=lambda p: p == staged):  # the .onnx itself last
+            os.replace(produced, dst.parent / produced.name)
+    return dst

@@ -1,0 +1,77 @@
+"""PyTorch network -> ONNX with dynamic batch, height and width; normalisation inside the graph.
+
+Graph interface (documented in export/README.md):
+  input  `image`        float32 B x 3 x H x W, RGB canvas in 0..255 (H, W multiples of 28)
+  output `depth`        float32 B x 1 x H x W, canonical depth (focal 1000), in [0.1, 200]
+         `confidence`   float32 B x 1 x H x W
+         `normal`       float32 B x 4 x H x W, unit normal xyz + kappa (last iteration)
+         `normal_iter1` float32 B x 3 x H x W, unit normal xyz after the first iteration
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..model import CANVAS_MULTIPLE, Metric3DOutput
+from ..processing import MEAN, STD
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = Metric3DOutput._fields
+MAX_BATCH = 16
+MAX_CANVAS_SIDE = 2240  # 80 x 28: room for 616 x 1064 both ways and larger canvases
+PROTOBUF_LIMIT = 2**31 - 1  # larger models (vit-giant2) keep their weights in a side file
+
+
+class CanvasNetwork(nn.Module):
+    """The network with the mean/std normalisation in front, returning a plain tuple."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.network((image - self.mean) / self.std))
+
+
+def _parameter_bytes(model: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def export_onnx(network: nn.Module, path: str | os.PathLike) -> Path:
+    """Export `network` (fp32, CPU) to `path`; written to a temp folder first, then moved in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = CanvasNetwork(network.float().cpu().eval())
+    # A batch of 2 at a small canvas: batch 1 would be specialised to a constant by torch.export.
+    example = torch.rand(2, 3, 4 * CANVAS_MULTIPLE, 5 * CANVAS_MULTIPLE) * 255
+    side = CANVAS_MULTIPLE
+    rows = torch.export.Dim("rows", min=2, max=MAX_CANVAS_SIDE // side)
+    cols = torch.export.Dim("cols", min=2, max=MAX_CANVAS_SIDE // side)
+    dynamic = {
+        INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=MAX_BATCH), 2: side * rows, 3: side * cols}
+    }
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes=dynamic,
+            optimize=True,
+            verbose=False,
+        )
+    external = _parameter_bytes(network) > PROTOBUF_LIMIT
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        staged = Path(tmp) / path.name
+        program.save(staged, external_data=external)
+        for produced in sorted(Path(tmp).iterdir(), key=lambda p: p == staged):  # the .onnx itself last
+            os.replace(produced, path.parent / produced.name)
+    return path
