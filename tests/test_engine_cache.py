@@ -79,11 +79,18 @@ def test_damaged_files_trigger_rebuild(tmp_path, caplog, damage):
     assert calls == [1, 1] and "rebuilding" in caplog.text
 
 
-def test_invalidate_after_a_failed_load(tmp_path):
+def test_engine_that_fails_to_deserialise_is_rebuilt(tmp_path, caplog):
     cache, calls = EngineCache(tmp_path), []
-    cache.get_or_build(SPEC, counting_builder(calls))
-    cache.invalidate(SPEC)
-    assert cache.lookup(SPEC) is None
+    cache.get_or_build(SPEC, counting_builder(calls, b"old"))
+    engine = cache.get_or_build(
+        SPEC, counting_builder(calls, b"new"), loads=lambda path: path.read_bytes() != b"old"
+    )
+    assert engine.read_bytes() == b"new" and calls == [1, 1]
+    assert "failed to deserialise: rebuilding" in caplog.text
+    assert cache.get_or_build(SPEC, counting_builder(calls), loads=lambda path: True) == engine and calls == [
+        1,
+        1,
+    ]
 
 
 def test_interrupted_build_leaves_nothing(tmp_path):

@@ -95,22 +95,25 @@ class EngineCache:
             return None
         return engine
 
-    def get_or_build(self, spec: EngineSpec, build: Callable[[], bytes]) -> Path:
-        """The engine for `spec`, built (once, even across processes) when missing or stale."""
+    def get_or_build(
+        self, spec: EngineSpec, build: Callable[[], bytes], loads: Callable[[Path], bool] | None = None
+    ) -> Path:
+        """The engine for `spec`, built (once, even across processes) when missing or stale.
+
+        loads: checks that a cached engine deserialises here (a driver or TensorRT update can break
+        an engine whose sidecar still matches); one that does not is rebuilt.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
         engine, sidecar = self.paths(spec)
         with FileLock(str(engine) + ".lock"):
             found = self.lookup(spec)
-            if found is not None:
+            if found is not None and (loads is None or loads(found)):
                 return found
+            if found is not None:
+                log.warning("engine %s failed to deserialise: rebuilding", engine.name)
             log.info("building TensorRT engine %s", engine.name)
             data = build()
             atomic_write_bytes(engine, data)
             record = {"spec": spec.as_json(), "engine_sha256": hashlib.sha256(data).hexdigest()}
             atomic_write_bytes(sidecar, json.dumps(record, indent=1).encode())
             return engine
-
-    def invalidate(self, spec: EngineSpec) -> None:
-        """Forget an engine that failed to load (e.g. a TensorRT or driver update since)."""
-        for path in self.paths(spec):
-            path.unlink(missing_ok=True)
