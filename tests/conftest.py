@@ -26,3 +26,13 @@ def small_checkpoint(tmp_path_factory, small_state_dict) -> Path:
     path = tmp_path_factory.mktemp("checkpoints") / "metric_depth_vit_small_800k.pth"
     torch.save({"model_state_dict": small_state_dict}, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def small_onnx(small_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
+    """(FP32, FP16) ONNX of the synthetic vit-small, exported once per test session."""
+    pytest.importorskip("onnxscript")
+    from trt_metric3d.engine import pipeline
+
+    fp32, fp16, _ = pipeline.exported_onnx("vit-small", small_checkpoint, tmp_path_factory.mktemp("export"))
+    return fp32, fp16

@@ -20,9 +20,8 @@ FP16_ABS_REL = 1e-3  # mean relative error; measured ~2e-4
 
 
 @pytest.fixture(scope="module")
-def onnx_files(small_checkpoint, tmp_path_factory):
-    fp32, fp16, _ = pipeline.exported_onnx("vit-small", small_checkpoint, tmp_path_factory.mktemp("export"))
-    return fp32, fp16
+def onnx_files(small_onnx):
+    return small_onnx
 
 
 @pytest.fixture(scope="module")

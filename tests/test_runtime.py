@@ -117,3 +117,18 @@ def test_unknown_backend_and_backbone(small_model):
         Metric3D(backend="tflite")
     with pytest.raises(ValueError, match="unknown backbone"):
         Metric3D("vit-huge")
+
+
+@pytest.mark.parametrize("photo", ["coffee.jpg", "astronaut.jpg"])
+def test_onnxruntime_and_torch_backends_agree(runtime, small_onnx, small_checkpoint, monkeypatch, photo):
+    from reference import REPO_ROOT
+    from trt_metric3d.io import read_image
+
+    monkeypatch.setenv("METRIC3D_EXPORT_DIR", str(small_onnx[0].parent))
+    image = read_image(REPO_ROOT / "calibration" / photo)
+    with Metric3D("vit-small", backend="onnxruntime", checkpoint=str(small_checkpoint), device="cpu") as ort:
+        assert ort.backend == "onnxruntime"
+        got = ort.predict(image, fx=900.0, fy=1100.0)
+    expected = runtime.predict(image, fx=900.0, fy=1100.0)
+    assert (np.abs(got.depth - expected.depth) / expected.depth).max() <= 1e-3
+    np.testing.assert_allclose(got.normal, expected.normal, atol=1e-3)

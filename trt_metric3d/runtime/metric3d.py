@@ -66,17 +66,26 @@ class Metric3D:
         return self._backend.name
 
     def _open(self, backend: str, checkpoint: str | None, compile: bool, model: torch.nn.Module | None):
-        if model is not None or backend in ("torch", "auto"):
-            from .torch_backend import TorchBackend
-
-            if model is None:
-                from ..checkpoint import load_model
-
-                model = load_model(self.backbone, checkpoint, device=self.device)
-            elif backend not in ("torch", "auto"):
+        if model is not None:
+            if backend not in ("torch", "auto"):
                 raise ValueError(f"a PyTorch model runs on the torch backend, not {backend!r}")
-            return TorchBackend(model, self.device, self.precision, compile=compile)
-        raise NotImplementedError(backend)
+            return self._torch(model, checkpoint, compile)
+        if backend == "onnxruntime":
+            from ..engine.pipeline import exported_onnx
+            from .onnxruntime_backend import OnnxRuntimeBackend
+
+            fp32, fp16, _ = exported_onnx(self.backbone, checkpoint)
+            return OnnxRuntimeBackend(fp16 if self.precision == "fp16" else fp32, self.device)
+        return self._torch(None, checkpoint, compile)
+
+    def _torch(self, model: torch.nn.Module | None, checkpoint: str | None, compile: bool):
+        from .torch_backend import TorchBackend
+
+        if model is None:
+            from ..checkpoint import load_model
+
+            model = load_model(self.backbone, checkpoint, device=self.device)
+        return TorchBackend(model, self.device, self.precision, compile=compile)
 
     def predict(
         self,

@@ -1,0 +1,54 @@
+"""ONNX Runtime backend: CPU here; CUDA / TensorRT execution providers where installed; I/O binding."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..export import INPUT_NAME, OUTPUT_NAMES
+from ..model import Metric3DOutput
+
+OUTPUT_CHANNELS = (1, 1, 4, 3)  # depth, confidence, normal, normal_iter1
+INSTALL_HINT = "ONNX Runtime is not installed: pip install 'trt-metric3d[onnx]' (or onnxruntime-gpu for CUDA)"
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: str, device: torch.device) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ImportError(INSTALL_HINT) from e
+        available = ort.get_available_providers()
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in available:
+                raise RuntimeError(
+                    f"ONNX Runtime has no CUDA provider here ({available}); pip install onnxruntime-gpu"
+                )
+            providers = [("CUDAExecutionProvider", {"device_id": device.index or 0})]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.device = device
+        self.session = ort.InferenceSession(str(onnx_path), providers=providers)
+
+    def __call__(self, pixels: torch.Tensor) -> Metric3DOutput:
+        """B x 3 x H x W RGB canvases (0..255) on self.device -> float32 outputs on self.device.
+
+        Input and outputs are torch tensors bound in place (no copies through numpy).
+        """
+        pixels = pixels.float().contiguous()
+        b, _, h, w = pixels.shape
+        outputs = [torch.empty(b, c, h, w, device=self.device) for c in OUTPUT_CHANNELS]
+        binding = self.session.io_binding()
+        index = self.device.index or 0
+        binding.bind_input(
+            INPUT_NAME, self.device.type, index, np.float32, tuple(pixels.shape), pixels.data_ptr()
+        )
+        for name, out in zip(OUTPUT_NAMES, outputs, strict=True):
+            binding.bind_output(name, self.device.type, index, np.float32, tuple(out.shape), out.data_ptr())
+        self.session.run_with_iobinding(binding)
+        return Metric3DOutput(*outputs)
+
+    def close(self) -> None:
+        self.session = None
