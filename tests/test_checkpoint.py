@@ -1,5 +1,7 @@
 """Checkpoint resolution order, strict loading and its errors (vit-small, CPU, no network)."""
 
+from functools import cache
+
 import huggingface_hub
 import numpy as np
 import pytest
@@ -25,19 +27,40 @@ TWIN = "depth_model.decoder.context_feature_encoder.outputs04.0.0.norm3.weight"
 NORM_BIAS = "depth_model.encoder.norm.bias"
 
 
+@cache
+def _zeros(backbone, key, shape):
+    return torch.zeros(shape)
+
+
 def zeros_state_dict(backbone="vit-small", keep=lambda key: True):
-    return {k: torch.zeros(shape) for k, shape, _ in key_entries(backbone) if keep(k)}
+    """A new dict of zero tensors of the official shapes (tensors shared: never edit them in place)."""
+    return {k: _zeros(backbone, k, tuple(shape)) for k, shape, _ in key_entries(backbone) if keep(k)}
+
+
+# Watched for a half-done load: the first and last keys, encoder tokens, an alias pair, a decoder conv.
+WATCHED = (
+    "depth_model.decoder.context_feature_encoder.outputs04.0.0.conv1.bias",
+    "depth_model.encoder.cls_token",
+    "depth_model.encoder.pos_embed",
+    NORM_BIAS,
+    ALIAS,
+    TWIN,
+    "depth_model.decoder.update_block.mask.2.weight",
+)
 
 
 @pytest.fixture
 def untouched_model():
     model = build_model("vit-small")
-    return model, {k: v.clone() for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    watched = (*WATCHED, min(state), max(state))
+    return model, {k: state[k].clone() for k in watched}
 
 
 def assert_unchanged(model, before):
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, before[key]), f"{key} changed by a failed load"
+    state = model.state_dict()
+    for key, value in before.items():
+        assert torch.equal(state[key], value), f"{key} changed by a failed load"
 
 
 def test_filenames_and_error_types():
@@ -102,12 +125,15 @@ def test_one_alias_name_is_enough(untouched_model, keep, drop):
 
 def test_float64_and_readonly_numpy_values_are_accepted(untouched_model):
     model, _ = untouched_model
-    sd = {k: np.zeros(shape) for k, shape, _ in key_entries("vit-small")}
-    sd[NORM_BIAS] = np.full(384, 0.25)
+    sd = zeros_state_dict()
+    sd[NORM_BIAS] = np.full(384, 0.25)  # float64
     sd[NORM_BIAS].flags.writeable = False
+    sd[TWIN] = np.full(48, 2.0, np.float32)
+    del sd[ALIAS]
     load_state_dict_strict(model, sd)
     value = model.state_dict()[NORM_BIAS]
     assert value.dtype == torch.float32 and (value == 0.25).all()
+    assert (model.state_dict()[ALIAS] == 2.0).all()
 
 
 def test_huge_finite_values_are_not_mistaken_for_inf(untouched_model):
@@ -142,10 +168,17 @@ def test_huge_finite_values_are_not_mistaken_for_inf(untouched_model):
         ),
         (lambda sd: sd.update({NORM_BIAS: torch.full((384,), float("nan"))}), f"{NORM_BIAS} contains NaN"),
         (lambda sd: sd.update({NORM_BIAS: torch.full((384,), float("inf"))}), f"{NORM_BIAS} contains inf"),
-        (lambda sd: sd.update({NORM_BIAS: torch.zeros(384, dtype=torch.int64)}), f"{NORM_BIAS} has dtype"),
+        (
+            lambda sd: sd.update({NORM_BIAS: torch.zeros(384, dtype=torch.int64)}),
+            f"{NORM_BIAS} has dtype torch.int64; the model.s is torch.float32",
+        ),
+        (
+            lambda sd: sd.update({NORM_BIAS: torch.zeros(384, dtype=torch.complex64)}),
+            "has dtype torch.complex64",
+        ),
         (lambda sd: sd.update({NORM_BIAS: "text"}), f"'{NORM_BIAS}' is a str, not a tensor"),
     ],
-    ids=["missing", "unexpected", "shape", "aliases", "nan", "inf", "integer", "not-tensor"],
+    ids=["missing", "unexpected", "shape", "aliases", "nan", "inf", "integer", "complex", "not-tensor"],
 )
 def test_bad_state_dicts_are_refused_without_touching_the_model(untouched_model, edit, message):
     model, before = untouched_model
@@ -184,7 +217,8 @@ def test_wrong_backbone_is_named(untouched_model, token):
         "this looks like a vit-large checkpoint" in message and "metric_depth_vit_large_800k.pth" in message
     )
     assert "missing keys:" in message and "depth_model.encoder.blocks.0." in message
-    assert "shape mismatches:" in message and ", 1024)" in message
+    assert "shape mismatches:" in message and "(model (48,), checkpoint (128,))" in message
+    assert message.startswith("checkpoint does not fit the vit-small model: this looks like a vit-large")
     assert_unchanged(model, before)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -115,18 +116,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except MemoryError:
         raise
-    except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e) or "not an allowed global" in str(e):
-            raise CheckpointError(
-                f"{path} holds Python objects besides tensors, which safe loading (weights_only=True) "
-                f"refuses ({_first_line(e, 300)}); the official Metric3D checkpoints hold tensors only: "
-                f"{redownload}"
-            ) from e
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({_first_line(e)}); it may be truncated or "
-            f"corrupt: {redownload}"
-        ) from e
     except Exception as e:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if isinstance(e, pickle.UnpicklingError) and refused:
+            raise CheckpointError(
+                f"{path} holds Python objects besides tensors ({refused[1]}), which safe loading "
+                f"(torch.load weights_only=True) refuses; the official Metric3D checkpoints hold tensors "
+                f"only: {redownload}"
+            ) from e
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint ({_first_line(e)}); it may be truncated or "
             f"corrupt: {redownload}"
@@ -200,8 +197,8 @@ def _fill_aliases(tensors: dict[str, torch.Tensor], groups: list[list[str]]) -> 
             value = tensors[other]
             if value.shape != first.shape or not torch.equal(value.to(first.dtype), first):
                 raise CheckpointError(
-                    f"{given[0]} and {other} name one tensor of the model (the same LayerNorm) but the "
-                    f"checkpoint gives them different values"
+                    f"{given[0]} and {other} name one tensor of the model (one module registered "
+                    f"under both names) but the checkpoint gives them different values"
                     + (
                         ""
                         if value.shape == first.shape
@@ -226,31 +223,34 @@ def _encoder_width(state_dict: Mapping[str, torch.Tensor]) -> int | None:
     return None
 
 
+def _backbone_of_width(width: int | None) -> str | None:
+    return next((name for name, config in CONFIGS.items() if config.encoder.embed_dim == width), None)
+
+
 def _hint(
     tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], unexpected: list[str]
 ) -> str:
-    """Why the keys may not fit: another backbone's checkpoint, or keys under another prefix."""
+    """Why the keys may not fit: another backbone's checkpoint, or keys under another prefix; "" if none."""
     got, want = _encoder_width(tensors), _encoder_width(expected)
     if got is not None and want is not None and got != want:
-        by_width = {config.encoder.embed_dim: name for name, config in CONFIGS.items()}
-        if got in by_width:
+        other = _backbone_of_width(got)
+        if other:
             return (
-                f". Hint: the checkpoint's encoder width is {got}, the model's {want}: this looks like a "
-                f"{by_width[got]} checkpoint (file {checkpoint_filename(by_width[got])}), so load it with "
-                f"backbone {by_width[got]!r}"
+                f"this looks like a {other} checkpoint (encoder width {got}, the model's is {want}; file "
+                f"{checkpoint_filename(other)}): load it with backbone {other!r}"
             )
         return (
-            f". Hint: the checkpoint's encoder width is {got}, the model's {want}: not this backbone's file"
+            f"the checkpoint's encoder width is {got}, the model's {want}: not a checkpoint for this backbone"
         )
     if unexpected:
         half = len(unexpected) / 2
         stripped = [key.split(".", 1)[1] for key in unexpected if "." in key]
         if sum(key in expected for key in stripped) > half:
-            prefix = unexpected[0].split(".", 1)[0]
-            return f". Hint: the checkpoint's keys carry an extra {prefix + '.'!r} prefix; strip it"
+            prefix = unexpected[0].split(".", 1)[0] + "."
+            return f"the checkpoint's keys carry an extra {prefix!r} prefix: strip it"
         prefixed = [f"depth_model.{key}" for key in unexpected]
         if sum(key in expected for key in prefixed) > half:
-            return ". Hint: the checkpoint's keys lack the 'depth_model.' prefix"
+            return "the checkpoint's keys lack the 'depth_model.' prefix"
     return ""
 
 
@@ -281,15 +281,24 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, obje
     if mismatched:
         problems.append(f"shape mismatches: {_listing(mismatched)}")
     if problems:
+        backbone = _backbone_of_width(_encoder_width(expected))
+        hint = _hint(tensors, expected, unexpected)
         raise CheckpointError(
-            "checkpoint does not fit the model: " + "; ".join(problems) + _hint(tensors, expected, unexpected)
+            f"checkpoint does not fit the {backbone or 'Metric3D'} model: "
+            + (f"{hint}. Details: " if hint else "")
+            + "; ".join(problems)
         )
 
     for key in sorted(tensors):
         value = tensors[key]
+        if value.is_floating_point() != expected[key].is_floating_point() or value.is_complex():
+            raise CheckpointError(
+                f"checkpoint entry {key} has dtype {value.dtype}; the model's is {expected[key].dtype}"
+            )
         if not value.is_floating_point():
-            raise CheckpointError(f"checkpoint entry {key} has dtype {value.dtype}; expected floating point")
-        if not bool(torch.isfinite(value).all()):
+            continue
+        # A sum is finite when every value is (fast); an overflowing sum gets the exact test.
+        if not bool(torch.isfinite(value.sum())) and not bool(torch.isfinite(value).all()):
             kind = "NaN" if bool(torch.isnan(value).any()) else "inf"
             raise CheckpointError(f"checkpoint entry {key} contains {kind} values: the weights are damaged")
 
