@@ -72,31 +72,30 @@ def to_image_batch(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images).astype(np.float32) / 255.0)
 
 
-class Metric3D_Depth_Map_Preprocessor:
-    @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return preprocessor_inputs()
+class _ControlNetMap:
+    """The original preprocessor node: one of the two node images (OUTPUT: 0 depth, 1 normal)."""
 
+    OUTPUT = 0
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "execute"
     CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return preprocessor_inputs()
 
     def execute(self, image, backbone="vit-small", fx=1000, fy=1000, resolution=512, precision="auto"):
         # fx, fy are accepted for workflow compatibility; the original's images do not depend on them.
-        return (to_image_batch([depth for depth, _ in run_maps(image, backbone, resolution, precision)]),)
+        maps = run_maps(image, backbone, resolution, precision)
+        return (to_image_batch([pair[self.OUTPUT] for pair in maps]),)
 
 
-class Metric3D_Normal_Map_Preprocessor:
-    @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return preprocessor_inputs()
+class Metric3D_Depth_Map_Preprocessor(_ControlNetMap):
+    OUTPUT = 0
 
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "execute"
-    CATEGORY = CATEGORY
 
-    def execute(self, image, backbone="vit-small", fx=1000, fy=1000, resolution=512, precision="auto"):
-        return (to_image_batch([normal for _, normal in run_maps(image, backbone, resolution, precision)]),)
+class Metric3D_Normal_Map_Preprocessor(_ControlNetMap):
+    OUTPUT = 1
 
 
 class Metric3D_Metric_Depth:

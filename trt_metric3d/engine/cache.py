@@ -25,14 +25,14 @@ log = logging.getLogger("trt_metric3d")
 ENGINE_DIR_ENV = "METRIC3D_ENGINE_DIR"
 
 
-def default_engine_dir() -> Path:
-    """$METRIC3D_ENGINE_DIR, else `engines/` of a source checkout, else the user cache directory."""
-    if os.environ.get(ENGINE_DIR_ENV):
-        return Path(os.environ[ENGINE_DIR_ENV])
+def workspace_dir(env: str, name: str) -> Path:
+    """$env, else the `name/` workspace of a source checkout, else ~/.cache/trt-metric3d/<name>."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
     checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").is_file() and (checkout / "engines").is_dir():
-        return checkout / "engines"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trt-metric3d" / "engines"
+    if (checkout / "pyproject.toml").is_file() and (checkout / name).is_dir():
+        return checkout / name
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trt-metric3d" / name
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 2**24) -> str:
@@ -71,7 +71,7 @@ class EngineSpec:
 
 class EngineCache:
     def __init__(self, folder: str | os.PathLike | None = None) -> None:
-        self.folder = Path(folder) if folder is not None else default_engine_dir()
+        self.folder = Path(folder) if folder is not None else workspace_dir(ENGINE_DIR_ENV, "engines")
 
     def paths(self, spec: EngineSpec) -> tuple[Path, Path]:
         stem = self.folder / spec.stem()

@@ -10,21 +10,11 @@ from filelock import FileLock
 
 from ..checkpoint import load_model, resolve_checkpoint
 from .builder import ShapeProfile, build_engine, import_tensorrt
-from .cache import EngineCache, EngineSpec, file_sha256
+from .cache import EngineCache, EngineSpec, file_sha256, workspace_dir
 
 log = logging.getLogger("trt_metric3d")
 
 EXPORT_DIR_ENV = "METRIC3D_EXPORT_DIR"
-
-
-def default_export_dir() -> Path:
-    """$METRIC3D_EXPORT_DIR, else `export/` of a source checkout, else the user cache directory."""
-    if os.environ.get(EXPORT_DIR_ENV):
-        return Path(os.environ[EXPORT_DIR_ENV])
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").is_file() and (checkout / "export").is_dir():
-        return checkout / "export"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trt-metric3d" / "export"
 
 
 def exported_onnx(
@@ -36,7 +26,7 @@ def exported_onnx(
 
     checkpoint = Path(checkpoint) if checkpoint is not None else resolve_checkpoint(backbone)
     digest = file_sha256(checkpoint)
-    folder = Path(folder) if folder is not None else default_export_dir()
+    folder = Path(folder) if folder is not None else workspace_dir(EXPORT_DIR_ENV, "export")
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = folder / f"{backbone}-{digest[:12]}.onnx"
     fp16 = fp32.with_suffix(".fp16.onnx")
