@@ -64,8 +64,12 @@ def build(
     export_dir: str | os.PathLike | None = None,
     workspace_gib: float = 4.0,
     compute_capability: str | None = None,
+    check_loads: bool = False,
 ) -> Path:
-    """The FP16 engine for `backbone`, from the cache or built now."""
+    """The FP16 engine for `backbone`, from the cache or built now.
+
+    check_loads: deserialise a cached engine first (needs the GPU) and rebuild it if that fails.
+    """
     trt, flavour = import_tensorrt(flavour)  # fail before the export if TensorRT is missing
     profile = profile or ShapeProfile()
     gpu_name, capability = target_gpu(compute_capability)
@@ -92,4 +96,15 @@ def build(
             timing_cache=timing_cache,
             compute_capability=f"SM{capability}" if compute_capability else None,
         ),
+        loads=(lambda path: _deserialises(path, flavour)) if check_loads else None,
     )
+
+
+def _deserialises(path: Path, flavour: str) -> bool:
+    from ..runtime.tensorrt_backend import EngineLoadError, deserialize
+
+    try:
+        deserialize(path, flavour)
+    except EngineLoadError:
+        return False
+    return True

@@ -39,7 +39,10 @@ class CanvasBatch:
 
 def canvases_from_arrays(images: Sequence[np.ndarray], device: torch.device) -> CanvasBatch:
     canvases_u8, canvases = zip(*(make_canvas(image) for image in images), strict=True)
-    pixels = torch.from_numpy(np.stack(canvases_u8)).to(device, non_blocking=True)
+    pixels = torch.from_numpy(np.stack(canvases_u8))
+    if device.type == "cuda":  # page-locked staging: the copy to the GPU runs asynchronously
+        pixels = pixels.pin_memory()
+    pixels = pixels.to(device, non_blocking=True)
     return CanvasBatch(pixels.permute(0, 3, 1, 2).float(), list(canvases))
 
 

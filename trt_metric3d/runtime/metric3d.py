@@ -70,6 +70,15 @@ class Metric3D:
             if backend not in ("torch", "auto"):
                 raise ValueError(f"a PyTorch model runs on the torch backend, not {backend!r}")
             return self._torch(model, checkpoint, compile)
+        if backend == "tensorrt":
+            return self._tensorrt(checkpoint)
+        if backend == "auto" and self.device.type == "cuda":
+            try:
+                return self._tensorrt(checkpoint)
+            except ImportError as e:  # TensorRT missing: say so once, fall back
+                log.warning(
+                    "Metric3D: TensorRT backend unavailable, using PyTorch (%s)", str(e).splitlines()[0]
+                )
         if backend == "onnxruntime":
             from ..engine.pipeline import exported_onnx
             from .onnxruntime_backend import OnnxRuntimeBackend
@@ -77,6 +86,14 @@ class Metric3D:
             fp32, fp16, _ = exported_onnx(self.backbone, checkpoint)
             return OnnxRuntimeBackend(fp16 if self.precision == "fp16" else fp32, self.device)
         return self._torch(None, checkpoint, compile)
+
+    def _tensorrt(self, checkpoint: str | None):
+        from ..engine.pipeline import build
+        from .tensorrt_backend import TensorRTBackend
+
+        if self.precision != "fp16":
+            raise ValueError("TensorRT engines are built in FP16; use precision='fp16' or another backend")
+        return TensorRTBackend(build(self.backbone, checkpoint, check_loads=True), self.device)
 
     def _torch(self, model: torch.nn.Module | None, checkpoint: str | None, compile: bool):
         from .torch_backend import TorchBackend

@@ -1,0 +1,68 @@
+"""GPU paths: run by themselves wherever CUDA (and TensorRT for the engine tests) exist; skipped elsewhere.
+
+pip install -e ".[test,tensorrt-cu12]" && python -m pytest tests/test_gpu.py
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from reference import REPO_ROOT
+from trt_metric3d import Metric3D
+from trt_metric3d.io import read_image
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+PHOTOS = ["coffee.jpg", "rocket.jpg"]
+
+
+@pytest.fixture(scope="module")
+def reference_cpu(small_model):
+    runtime = Metric3D(model=small_model, device="cpu")
+    return {p: runtime.predict(read_image(REPO_ROOT / "calibration" / p), fx=1000.0) for p in PHOTOS}
+
+
+@pytest.fixture(scope="module")
+def tensorrt_runtime(small_checkpoint, tmp_path_factory):
+    try:
+        from trt_metric3d.engine.builder import import_tensorrt
+
+        import_tensorrt()
+    except ImportError:
+        pytest.skip("TensorRT is not installed")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METRIC3D_ENGINE_DIR", str(tmp_path_factory.mktemp("engines")))
+        mp.setenv("METRIC3D_EXPORT_DIR", str(tmp_path_factory.mktemp("export")))
+        runtime = Metric3D("vit-small", backend="tensorrt", checkpoint=str(small_checkpoint), device="cuda")
+        yield runtime
+        runtime.close()
+
+
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_torch_fp16_on_gpu_matches_cpu_fp32(small_model, reference_cpu, photo):
+    runtime = Metric3D(model=small_model, device="cuda", precision="fp16")
+    got = runtime.predict(read_image(REPO_ROOT / "calibration" / photo), fx=1000.0)
+    expected = reference_cpu[photo].depth
+    assert np.mean(np.abs(got.depth - expected) / expected) <= 1e-2
+
+
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_tensorrt_engine_matches_cpu_fp32(tensorrt_runtime, reference_cpu, photo):
+    got = tensorrt_runtime.predict(read_image(REPO_ROOT / "calibration" / photo), fx=1000.0)
+    expected = reference_cpu[photo].depth
+    rel = np.abs(got.depth - expected) / expected
+    assert (
+        rel.mean() <= 1e-2 and np.mean(np.maximum(got.depth / expected, expected / got.depth) < 1.25) >= 0.999
+    )
+
+
+def test_tensorrt_gpu_batch_stays_on_the_gpu_and_memory_is_stable(tensorrt_runtime):
+    images = torch.rand(2, 300, 451, 3, device="cuda")
+    first = tensorrt_runtime.predict(images, fx=1000.0)
+    assert first.depth.device.type == "cuda" and first.depth.shape == (2, 300, 451)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    for _ in range(5):
+        tensorrt_runtime.predict(images, fx=1000.0)
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() <= before + 1_000_000
