@@ -110,3 +110,23 @@ def test_bench_prints_a_table_and_writes_json(small_checkpoint, tmp_path):
 def test_bench_rejects_a_bad_size(small_checkpoint):
     result = CliRunner().invoke(main, ["bench", "--size", "big", "--checkpoint", str(small_checkpoint)])
     assert result.exit_code != 0 and "expected HxW" in result.output
+
+
+def test_doctor_reports_backends_and_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("METRIC3D_ENGINE_DIR", str(tmp_path))
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "torch " in result.output and "GPU:" in result.output
+    assert "checkpoint vit-small:" in result.output and f"engines in {tmp_path}: 0" in result.output
+
+
+def test_check_compares_a_backend_with_pytorch(small_checkpoint, tmp_path):
+    image = cv2.resize(cv2.imread(str(reference_dir() / "coffee.png")), (90, 60))
+    cv2.imwrite(str(tmp_path / "small.png"), image)
+    args = ["check", "--backend", "torch", "--precision", "fp32", "--device", "cpu"]
+    result = CliRunner().invoke(
+        main, [*args, "--checkpoint", str(small_checkpoint), "--images", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    # the torch backend against itself: zero error, every pixel within 1.25
+    assert "| small.png | depth | 0.00e+00 | 1.0000 | 0.00e+00 |" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -263,3 +264,106 @@ def build(
     except (builder.TensorRTNotInstalled, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(str(engine))
+
+
+def _agreement(got: np.ndarray, expected: np.ndarray) -> tuple[float, float, float]:
+    """(AbsRel, fraction with max(got/exp, exp/got) < 1.25, max absolute error)."""
+    ratio = np.maximum(got / expected, expected / got)
+    return (
+        float(np.mean(np.abs(got - expected) / np.abs(expected))),
+        float(np.mean(ratio < 1.25)),
+        float(np.max(np.abs(got - expected))),
+    )
+
+
+@main.command()
+@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
+@click.option("--backend", type=click.Choice(["tensorrt", "onnxruntime", "torch"]), default="onnxruntime")
+@click.option(
+    "--precision", type=click.Choice(["fp32", "fp16"]), default=None, help="[default: fp16 on CUDA]"
+)
+@click.option("--device", default=None, help="torch device of the backend [default: cuda if available].")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--images", "image_paths", multiple=True, type=click.Path(exists=True), help="[default: calibration/]"
+)
+def check(
+    backbone: str,
+    backend: str,
+    precision: str | None,
+    device: str | None,
+    checkpoint: str | None,
+    image_paths: tuple[str, ...],
+) -> None:
+    """Compare a backend with PyTorch fp32 on the CPU: AbsRel, delta<1.25 and max error per output."""
+    from .io import find_images, read_image
+    from .runtime import Metric3D
+
+    paths = list(image_paths) or [Path(__file__).resolve().parents[1] / "calibration"]
+    images = [(p.name, read_image(p)) for p in find_images(paths)]
+    if not images:
+        raise click.UsageError("no images to check with: pass --images")
+    with Metric3D(backbone, "torch", "fp32", "cpu", checkpoint) as reference:
+        expected = {name: reference.predict(image, fx=1000.0) for name, image in images}
+    click.echo("| image | output | AbsRel | delta<1.25 | max abs error |\n|---|---|---:|---:|---:|")
+    with Metric3D(backbone, backend, precision, device, checkpoint) as runtime:
+        for name, image in images:
+            got = runtime.predict(image, fx=1000.0)
+            for output in ("depth", "confidence", "normal"):
+                absrel, delta, worst = _agreement(getattr(got, output), getattr(expected[name], output))
+                click.echo(f"| {name} | {output} | {absrel:.2e} | {delta:.4f} | {worst:.2e} |")
+
+
+@main.command()
+def doctor() -> None:
+    """Backends, versions and GPU here; cached checkpoints and engines; what to install."""
+    import importlib.metadata
+    import json
+    import platform
+
+    import torch
+
+    from .checkpoint import CHECKPOINT_DIR_ENV, HF_REPO, checkpoint_filename
+    from .engine.builder import INSTALL_HINT, import_tensorrt
+    from .engine.cache import EngineCache
+
+    click.echo(
+        f"trt-metric3d {importlib.metadata.version('trt-metric3d')}, Python {platform.python_version()}"
+    )
+    click.echo(f"torch {torch.__version__}")
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        click.echo(f"GPU: {torch.cuda.get_device_name()} (compute capability {major}.{minor})")
+    else:
+        click.echo("GPU: none found by torch (CPU only)")
+    try:
+        import onnxruntime
+
+        click.echo(
+            f"onnxruntime {onnxruntime.__version__}: {', '.join(onnxruntime.get_available_providers())}"
+        )
+    except ImportError:
+        click.echo("onnxruntime: not installed (pip install 'trt-metric3d[onnx]')")
+    try:
+        trt, flavour = import_tensorrt()
+        click.echo(f"{flavour} {trt.__version__}")
+    except ImportError:
+        click.echo(INSTALL_HINT)
+    import huggingface_hub
+
+    local = os.environ.get(CHECKPOINT_DIR_ENV)
+    for backbone in BACKBONES:
+        name = checkpoint_filename(backbone)
+        found = Path(local) / name if local and (Path(local) / name).is_file() else None
+        cached = huggingface_hub.try_to_load_from_cache(HF_REPO, name)
+        where = found or (cached if isinstance(cached, str) else None)
+        click.echo(f"checkpoint {backbone}: {where or 'not downloaded yet (fetched on first use)'}")
+    cache = EngineCache()
+    sidecars = sorted(cache.folder.glob("*.json")) if cache.folder.is_dir() else []
+    click.echo(f"engines in {cache.folder}: {len(sidecars)}")
+    for sidecar in sidecars:
+        spec = json.loads(sidecar.read_text()).get("spec", {})
+        click.echo(
+            f"  {spec.get('backbone')} {spec.get('precision')} {spec.get('flavour')} "
+            f"{spec.get('trt_version')} on {spec.get('gpu_name')} (sm{spec.get('compute_capability')})"
+        )
