@@ -104,4 +104,4 @@ def test_tensorrt_rtx_builds_the_fp16_graph_on_cpu(onnx_files, tmp_path):
         onnx_files[1], profile, flavour="tensorrt_rtx", compute_capability="SM86", timing_cache=cache
     )
     assert len(engine) > 1_000_000
-    assert cache.is_file() and cache.stat().st_size > 0
+    assert not cache.exists(), "TensorRT-RTX has no timing cache; none must be written for it"

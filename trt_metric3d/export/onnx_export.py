@@ -48,7 +48,7 @@ def export_onnx(network: nn.Module, path: str | os.PathLike) -> Path:
     """Export `network` (fp32, CPU) to `path`; written to a temp folder first, then moved in place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = CanvasNetwork(network.float().cpu().eval())
+    wrapper = CanvasNetwork(network.float().cpu()).eval()
     # A batch of 2 at a small canvas: batch 1 would be specialised to a constant by torch.export.
     example = torch.rand(2, 3, 4 * CANVAS_MULTIPLE, 5 * CANVAS_MULTIPLE) * 255
     side = CANVAS_MULTIPLE
