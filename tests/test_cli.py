@@ -99,6 +99,7 @@ def test_bench_prints_a_table_and_writes_json(small_checkpoint, tmp_path):
         "2",
         "--device",
         "cpu",
+        "--cuda-graph",  # a TensorRT option: accepted, and not claimed for the torch row
     ]
     result = CliRunner().invoke(main, [*args, "--checkpoint", str(small_checkpoint), "--json", str(out)])
     assert result.exit_code == 0, result.output

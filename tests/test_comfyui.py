@@ -56,6 +56,7 @@ def test_inputs_are_the_originals_then_ours(pack, node_id):
     assert inputs["required"] == {"image": ("IMAGE",)}
     optional = list(inputs["optional"].items())
     assert dict(optional[: len(ORIGINAL_OPTIONAL_INPUTS)]) == ORIGINAL_OPTIONAL_INPUTS
+    assert [name for name, _ in optional[len(ORIGINAL_OPTIONAL_INPUTS) :]] == ["backend", "precision"]
     assert list(inputs["optional"])[: len(ORIGINAL_OPTIONAL_INPUTS)] == list(ORIGINAL_OPTIONAL_INPUTS)
     assert (
         node.RETURN_TYPES == ("IMAGE",)
@@ -97,6 +98,29 @@ def test_model_is_loaded_once_and_batches_run(pack, coffee_image, monkeypatch):
     assert loads == [], "the cached model was loaded again"
 
 
+def test_onnxruntime_backend_gives_the_original_node_images(pack, coffee_image, small_onnx, monkeypatch):
+    monkeypatch.setenv("METRIC3D_EXPORT_DIR", str(small_onnx[0].parent))  # the session's export
+    node_ref, _ = load_arrays("vit-small", "coffee", "node")
+    node = pack.NODE_CLASS_MAPPINGS["Metric3D-DepthMapPreprocessor"]()
+    (out,) = node.execute(coffee_image[1], resolution=512, backend="onnxruntime")
+    diff = np.abs(np.rint(out[0].numpy() * 255).astype(np.int16) - node_ref["node_depth_u8"])
+    assert diff.max() <= 1, f"{np.count_nonzero(diff)} values differ"
+    nodes = sys.modules["trt_metric3d_custom_nodes.trt_metric3d.comfyui.nodes"]
+    assert [r.backend for r in nodes._accelerated.values() if r is not None] == ["onnxruntime"]
+
+
+def test_unavailable_tensorrt_falls_back_to_pytorch_and_says_so_once(pack, caplog):
+    """On this CPU machine TensorRT cannot run (no GPU; maybe not installed): same images, one warning."""
+    node = pack.NODE_CLASS_MAPPINGS["Metric3D-DepthMapPreprocessor"]()
+    image = torch.rand(1, 56, 84, 3)
+    with caplog.at_level("WARNING", logger="trt_metric3d"):
+        outs = [node.execute(image, resolution=64, backend="tensorrt")[0] for _ in range(2)]
+    (expected,) = node.execute(image, resolution=64, backend="torch")
+    assert all(torch.equal(out, expected) for out in outs)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "tensorrt backend is not available" in warnings[0], warnings
+
+
 def test_metric_depth_node_applies_fx_fy(pack, coffee_image):
     node = pack.NODE_CLASS_MAPPINGS["Metric3D-MetricDepth"]()
     assert node.RETURN_TYPES == ("MASK", "IMAGE")
@@ -109,21 +133,23 @@ def test_metric_depth_node_applies_fx_fy(pack, coffee_image):
     assert depth_b.min() > 0.1 * 1.54 * 0.99
 
 
-def test_pack_uses_comfyui_services_when_present(small_checkpoint, tmp_path, monkeypatch):
-    """Stand-ins for folder_paths, comfy.model_management, comfy.model_patcher and comfy.utils."""
+@pytest.fixture
+def comfyui(small_checkpoint, tmp_path, monkeypatch):
+    """Stand-ins for folder_paths, comfy.model_management, comfy.model_patcher and comfy.utils that
+    record what the pack asks of them."""
     models_dir = tmp_path / "models"
     (models_dir / "metric3d").mkdir(parents=True)
     (models_dir / "metric3d" / small_checkpoint.name).symlink_to(small_checkpoint)
-    registered, loaded, progress = {}, [], []
+    seen = types.SimpleNamespace(models_dir=models_dir, registered={}, loaded=[], progress=[])
 
     folder_paths = types.ModuleType("folder_paths")
     folder_paths.models_dir = str(models_dir)
-    folder_paths.add_model_folder_path = lambda name, path, is_default=False: registered.setdefault(
+    folder_paths.add_model_folder_path = lambda name, path, is_default=False: seen.registered.setdefault(
         name, path
     )
-    folder_paths.get_folder_paths = lambda name: [registered[name]] if name in registered else []
+    folder_paths.get_folder_paths = lambda name: [seen.registered[name]] if name in seen.registered else []
     folder_paths.get_full_path = lambda name, file: (
-        str(p) if name in registered and (p := models_dir / name / file).is_file() else None
+        str(p) if name in seen.registered and (p := models_dir / name / file).is_file() else None
     )
 
     class ModelPatcher:
@@ -132,16 +158,19 @@ def test_pack_uses_comfyui_services_when_present(small_checkpoint, tmp_path, mon
 
     class ProgressBar:
         def __init__(self, total):
-            progress.append(total)
+            seen.progress.append(("new", total))
 
         def update(self, n):
-            progress.append(n)
+            seen.progress.append(("update", n))
+
+        def update_absolute(self, value, total=None):
+            seen.progress.append(("absolute", value, total))
 
     comfy = types.ModuleType("comfy")
     management = types.ModuleType("comfy.model_management")
     management.get_torch_device = lambda: torch.device("cpu")
     management.unet_offload_device = lambda: torch.device("cpu")
-    management.load_models_gpu = lambda models, **kw: loaded.append((models, kw))
+    management.load_models_gpu = lambda models, **kw: seen.loaded.append((models, kw))
     patcher = types.ModuleType("comfy.model_patcher")
     patcher.ModelPatcher = ModelPatcher
     utils = types.ModuleType("comfy.utils")
@@ -156,15 +185,48 @@ def test_pack_uses_comfyui_services_when_present(small_checkpoint, tmp_path, mon
     for name, module in stand_ins.items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.delenv("METRIC3D_CHECKPOINT_DIR", raising=False)
+    for name in [m for m in sys.modules if m.startswith("trt_metric3d_in_comfyui")]:
+        monkeypatch.delitem(sys.modules, name)  # a fresh pack binds these stand-ins
+    seen.ModelPatcher = ModelPatcher
+    seen.pack = load_pack("trt_metric3d_in_comfyui")
+    return seen
 
-    pack = load_pack("trt_metric3d_in_comfyui")
+
+def test_pack_uses_comfyui_services_when_present(comfyui):
     image = torch.rand(1, 56, 84, 3)
-    (out,) = pack.NODE_CLASS_MAPPINGS["Metric3D-NormalMapPreprocessor"]().execute(image, resolution=64)
+    node = comfyui.pack.NODE_CLASS_MAPPINGS["Metric3D-NormalMapPreprocessor"]()
+    (out,) = node.execute(image, resolution=64)
     assert out.shape == (1, 64, 96, 3)
-    assert registered == {"metric3d": str(models_dir / "metric3d")}
-    assert len(loaded) == 1 and loaded[0][1] == {"force_full_load": True}
-    assert isinstance(loaded[0][0][0], ModelPatcher)
-    assert progress == [1, 1]
+    assert comfyui.registered == {"metric3d": str(comfyui.models_dir / "metric3d")}
+    assert len(comfyui.loaded) == 1 and comfyui.loaded[0][1] == {"force_full_load": True}
+    assert isinstance(comfyui.loaded[0][0][0], comfyui.ModelPatcher)
+    assert comfyui.progress == [("new", 1), ("update", 1)]
+
+
+def test_engine_is_built_on_first_use_with_a_progress_bar(comfyui, small_model, monkeypatch):
+    """The TensorRT runtime is opened once, its engine cached in models/tensorrt/metric3d, and the
+    build's phases drive a ComfyUI progress bar. (Building needs TensorRT and a GPU: the runtime is
+    a stand-in that reports build progress as the real builder does.)"""
+    nodes = sys.modules["trt_metric3d_in_comfyui.trt_metric3d.comfyui.nodes"]
+    real_runtime, opened = nodes.Metric3D, []
+
+    def tensorrt_runtime(backbone, backend, precision, device, checkpoint, build_progress, engine_dir):
+        opened.append((backbone, backend, precision, checkpoint, engine_dir))
+        for fraction in (0.0, 0.5, 1.0):
+            build_progress("Building engine", fraction)
+        return real_runtime(model=small_model, device="cpu")
+
+    monkeypatch.setattr(nodes, "Metric3D", tensorrt_runtime)
+    monkeypatch.setattr(nodes, "torch_device", lambda: torch.device("cuda"))
+    node = comfyui.pack.NODE_CLASS_MAPPINGS["Metric3D-DepthMapPreprocessor"]()
+    for _ in range(2):
+        node.execute(torch.rand(1, 56, 84, 3), resolution=64)
+    checkpoint = str(comfyui.models_dir / "metric3d" / "metric_depth_vit_small_800k.pth")
+    engines = comfyui.models_dir / "tensorrt" / "metric3d"
+    assert opened == [("vit-small", "tensorrt", "fp16", checkpoint, engines)], "opened once, fp16"
+    build = [event for event in comfyui.progress if event[0] == "absolute"]
+    assert build == [("absolute", 0, 100), ("absolute", 50, 100), ("absolute", 100, 100)]
+    assert comfyui.loaded == [], "the PyTorch model was not loaded"
 
 
 def test_detector_has_controlnet_aux_contract(pack, small_checkpoint, coffee_image):
@@ -182,3 +244,35 @@ def test_detector_has_controlnet_aux_contract(pack, small_checkpoint, coffee_ima
     assert isinstance(only_depth, Image.Image) and min(only_depth.size) == 256
     with pytest.raises(ValueError, match="not a Metric3D checkpoint name"):
         detector_module.Metric3DDetector.from_pretrained(filename="model.safetensors")
+
+
+def test_pyproject_has_a_valid_comfy_registry_section():
+    """The fields ComfyUI's / comfy-cli's registry parser reads (comfy_config/types.py), well formed."""
+    import re
+
+    import tomllib
+    from packaging.specifiers import SpecifierSet
+
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    project, comfy = config["project"], config["tool"]["comfy"]
+    assert re.fullmatch(r"[A-Za-z](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9]))*", project["name"])
+    assert "comfyui" not in project["name"].lower() and len(project["name"]) < 100
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
+    assert project["urls"]["Repository"].startswith("https://github.com/")
+    known = {
+        "PublisherId",
+        "DisplayName",
+        "Icon",
+        "Models",
+        "includes",
+        "web",
+        "banner_url",
+        "requires-comfyui",
+    }
+    assert set(comfy) <= known and {"PublisherId", "DisplayName"} <= set(comfy)
+    assert re.fullmatch(r"[a-z][a-z0-9-]*", comfy["PublisherId"])
+    SpecifierSet(comfy["requires-comfyui"])  # raises on a malformed requirement
+    os_classifiers = [c for c in project["classifiers"] if c.startswith("Operating System :: ")]
+    gpu_classifiers = [c for c in project["classifiers"] if c.startswith("Environment :: ")]
+    assert os_classifiers == ["Operating System :: OS Independent"]
+    assert gpu_classifiers == ["Environment :: GPU :: NVIDIA CUDA"]

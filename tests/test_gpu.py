@@ -66,3 +66,19 @@ def test_tensorrt_gpu_batch_stays_on_the_gpu_and_memory_is_stable(tensorrt_runti
         tensorrt_runtime.predict(images, fx=1000.0)
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() <= before + 1_000_000
+
+
+def test_tensorrt_cuda_graph_replay_matches_plain_execution(tensorrt_runtime, small_checkpoint):
+    images = torch.rand(2, 300, 451, 3, device="cuda")
+    expected = tensorrt_runtime.predict(images, fx=1000.0).depth.clone()
+    graphed = Metric3D(
+        "vit-small", backend="tensorrt", checkpoint=str(small_checkpoint), device="cuda", cuda_graph=True
+    )
+    try:
+        first, again = (graphed.predict(images, fx=1000.0).depth.clone() for _ in range(2))  # capture, replay
+        other = graphed.predict(images.flip(2), fx=1000.0).depth
+    finally:
+        graphed.close()
+    torch.testing.assert_close(first, expected, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(again, expected, rtol=1e-3, atol=1e-3)
+    assert not torch.allclose(other, expected), "a replay must read the new input"

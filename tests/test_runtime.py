@@ -112,6 +112,35 @@ def test_closed_runtime_refuses_to_predict(small_model):
         m.predict(np.zeros((8, 8, 3), np.uint8), fx=100.0)
 
 
+def test_auto_tries_tensorrt_then_onnxruntime_then_torch_on_a_gpu(small_model, monkeypatch, caplog):
+    from trt_metric3d.runtime.torch_backend import TorchBackend
+
+    tried = []
+
+    def open_backend(self, name, compile, cuda_graph, build_progress):
+        tried.append(name)
+        if name == "tensorrt":
+            raise ImportError("TensorRT is not installed. Install one of: ...")
+        if name == "onnxruntime":
+            raise RuntimeError("ONNX Runtime has no CUDA provider here")
+        return TorchBackend(small_model, torch.device("cpu"), "fp32")
+
+    monkeypatch.setattr(Metric3D, "_open", open_backend)
+    with caplog.at_level("WARNING", logger="trt_metric3d"):
+        runtime = Metric3D("vit-small", device="cuda")  # a GPU device: nothing runs on it here
+    assert tried == ["tensorrt", "onnxruntime", "torch"] and runtime.backend == "torch"
+    assert runtime.precision == "fp16"
+    reasons = [r.getMessage() for r in caplog.records]
+    assert len(reasons) == 2 and "TensorRT is not installed" in reasons[0] and "CUDA provider" in reasons[1]
+
+    tried.clear()
+    Metric3D("vit-small", device="cuda", precision="fp32")
+    assert tried == ["onnxruntime", "torch"], "FP16 engines are not tried for fp32"
+    tried.clear()
+    Metric3D("vit-small", device="cpu")
+    assert tried == ["torch"]
+
+
 def test_unknown_backend_and_backbone(small_model):
     with pytest.raises(ValueError, match="unknown backend"):
         Metric3D(backend="tflite")

@@ -8,7 +8,6 @@ but neither image depends on them.
 
 from __future__ import annotations
 
-import itertools
 import numbers
 from collections.abc import Sequence
 
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from .model import Metric3DOutput
-from .processing import Canvas, preprocess, resize_to_image, unpad
+from .processing import Canvas, resize_to_image, unpad
 from .visualize import depth_to_image, normal_to_image, resize_with_pad
 
 DEFAULT_RESOLUTION = 512
@@ -28,14 +27,6 @@ def _detect_resolution(resolution: int) -> int:
     # controlnet_aux's common_annotator_call silently uses 512 for anything but an int >= 64.
     integral = isinstance(resolution, numbers.Integral) and not isinstance(resolution, bool)
     return int(resolution) if integral and resolution >= MIN_RESOLUTION else DEFAULT_RESOLUTION
-
-
-def _device_and_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    # A wrapped engine may hold no parameters, only buffers (or nothing: then it runs on the CPU).
-    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
-    if tensor is None:
-        return torch.device("cpu"), torch.float32
-    return tensor.device, tensor.dtype if tensor.is_floating_point() else torch.float32
 
 
 def controlnet_maps(
@@ -49,6 +40,7 @@ def controlnet_maps(
     image: RGB H x W x 3, uint8 or float in [0, 1] (one ComfyUI IMAGE frame).
     resolution: short side of the outputs; values below 64 mean 512, as in controlnet_aux.
     upscale: OpenCV interpolation when the maps are enlarged (shrinking always uses INTER_AREA).
+    The network runs where its parameters are, in their precision (fp16 weights: fp16 autocast).
     """
     return controlnet_maps_batch(model, [image], resolution, upscale)[0]
 
@@ -60,17 +52,20 @@ def controlnet_maps_batch(
     upscale: int = cv2.INTER_CUBIC,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """`controlnet_maps` for several images with one forward of the network."""
-    resolution = _detect_resolution(resolution)
-    inputs, canvases = zip(*(preprocess(image) for image in images), strict=True)
-    device, dtype = _device_and_dtype(model)
-    with torch.inference_mode():
-        out = model(torch.cat(inputs).to(device=device, dtype=dtype))
-    return [_node_images(out, i, canvas, resolution, upscale) for i, canvas in enumerate(canvases)]
+    from .runtime import Metric3D  # the runtime draws its maps with `node_images` below
+
+    weight = next(model.parameters())
+    precision = "fp16" if weight.dtype == torch.float16 else "fp32"
+    return Metric3D(model=model, device=weight.device, precision=precision).controlnet_maps(
+        images, resolution, upscale
+    )
 
 
-def _node_images(
+def node_images(
     out: Metric3DOutput, index: int, canvas: Canvas, resolution: int, upscale: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Image `index` of a batch of network outputs drawn as the nodes' (depth image, normal image)."""
+    resolution = _detect_resolution(resolution)
     # The depth image is drawn at the valid canvas size, the normals at the image size.
     depth = unpad(out.depth[index : index + 1], canvas)[0, 0].float().cpu().numpy()
     normal = resize_to_image(unpad(out.normal_iter1[index : index + 1], canvas).float(), canvas)

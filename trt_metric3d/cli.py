@@ -155,6 +155,8 @@ def _parse_size(value: str) -> tuple[int, int]:
 @click.option("--runs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--device", default=None, help="torch device [default: cuda if available].")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the PyTorch backend.")
+@click.option("--cuda-graph", is_flag=True, help="Replay CUDA graphs in the TensorRT backend.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def bench(
     backbone: str,
@@ -166,9 +168,12 @@ def bench(
     runs: int,
     device: str | None,
     checkpoint: str | None,
+    compile_: bool,
+    cuda_graph: bool,
     json_path: Path | None,
 ) -> None:
     """Latency (p50/p90), throughput and peak memory of predict, per backend."""
+    import dataclasses
     import json
 
     from .benchmark import format_table, run_benchmark
@@ -178,8 +183,13 @@ def bench(
     image_hw = _parse_size(size)
     results = []
     for backend in backends:
-        with Metric3D(backbone, backend, precision, device, checkpoint) as runtime:
-            results.append(run_benchmark(runtime, image_hw, batch, warmup, runs))
+        options = {"compile": compile_, "cuda_graph": cuda_graph}
+        with Metric3D(backbone, backend, precision, device, checkpoint, **options) as runtime:
+            result = run_benchmark(runtime, image_hw, batch, warmup, runs)
+        label = result.backend  # what really ran ("auto" resolved); options only where they apply
+        label += "+compile" if compile_ and label == "torch" else ""
+        label += "+cuda-graph" if cuda_graph and label == "tensorrt" else ""
+        results.append(dataclasses.replace(result, backend=label))
     click.echo(format_table(results))
     if json_path is not None:
         atomic_write_bytes(json_path, json.dumps([r.as_dict() for r in results], indent=1).encode())

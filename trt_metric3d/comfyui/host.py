@@ -18,6 +18,7 @@ from ..checkpoint import HF_REPO, checkpoint_filename, load_model
 log = logging.getLogger("trt_metric3d")
 
 MODEL_FOLDER = "metric3d"
+ENGINE_SUBFOLDER = ("tensorrt", "metric3d")  # models/tensorrt/metric3d/
 
 try:
     import folder_paths
@@ -74,6 +75,13 @@ def download_checkpoint(backbone: str) -> Path | None:
     return Path(huggingface_hub.hf_hub_download(HF_REPO, checkpoint_filename(backbone), local_dir=target))
 
 
+def engine_folder() -> Path | None:
+    """models/tensorrt/metric3d inside ComfyUI; None outside (the package's engine cache is used)."""
+    if folder_paths is None:
+        return None
+    return Path(folder_paths.models_dir).joinpath(*ENGINE_SUBFOLDER)
+
+
 def torch_device() -> torch.device:
     if model_management is not None:
         return model_management.get_torch_device()
@@ -109,8 +117,16 @@ class Progress:
     """ComfyUI's progress bar, or nothing outside ComfyUI."""
 
     def __init__(self, total: int) -> None:
+        self.total = total
         self.bar = comfy_utils.ProgressBar(total) if comfy_utils is not None else None
 
     def update(self, n: int = 1) -> None:
         if self.bar is not None:
             self.bar.update(n)
+
+    def show_build(self, phase: str, fraction: float) -> None:
+        """A TensorRT engine build's progress (phase, fraction done) on this bar and in the log."""
+        if fraction == 0.0:
+            log.info("Metric3D: building the TensorRT engine: %s", phase)
+        if self.bar is not None:
+            self.bar.update_absolute(round(fraction * self.total), self.total)

@@ -2,25 +2,42 @@
 
 The two preprocessor nodes keep the original IDs, inputs (same order, defaults and limits) and
 outputs, so saved workflows load unchanged; unlike the original, the model is loaded once and kept
-(ComfyUI may offload it), and a batch runs in chunks of several images per forward.
+(ComfyUI may offload it), and a batch runs in chunks of several images per forward. The optional
+`backend` input picks TensorRT (engine built on first use, with a progress bar), ONNX Runtime or
+PyTorch; "auto" is TensorRT on a GPU where installed, else PyTorch.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
-from ..annotator import controlnet_maps_batch
 from ..model import BACKBONES
 from ..runtime import Metric3D
-from .host import ManagedModel, Progress, load_managed, register_model_folder, torch_device
+from .host import (
+    ManagedModel,
+    Progress,
+    download_checkpoint,
+    engine_folder,
+    find_checkpoint,
+    load_managed,
+    register_model_folder,
+    torch_device,
+)
+
+log = logging.getLogger("trt_metric3d")
 
 MAX_RESOLUTION = 16384  # ComfyUI's / controlnet_aux's limit
 CATEGORY = "ControlNet Preprocessors/Normal and Depth Estimators"
+BACKENDS = ("auto", "torch", "tensorrt", "onnxruntime")
 PRECISIONS = ("auto", "fp32", "fp16")
-CHUNK = 4  # images per forward: memory stays bounded for long batches
+CHUNK = 4  # images per forward: memory stays bounded; the default engine profile's max batch
+BUILD_STEPS = 100  # progress-bar resolution while an engine is built
 
 _models: dict[tuple[str, str], ManagedModel] = {}
+_accelerated: dict[tuple[str, str, str, str], Metric3D | None] = {}
 
 
 def managed_model(backbone: str) -> ManagedModel:
@@ -37,6 +54,51 @@ def resolve_precision(device: torch.device, precision: str) -> str:
     return "fp16" if device.type == "cuda" and precision in ("auto", "fp16") else "fp32"
 
 
+def accelerated_runtime(backbone: str, backend: str, precision: str, device: torch.device) -> Metric3D | None:
+    """A TensorRT / ONNX Runtime runtime, opened (the engine built) on first use and kept.
+
+    "auto" means TensorRT on a GPU in fp16. None means PyTorch: asked for, or the backend is not
+    available here, which is logged once (per backbone, backend, precision and device).
+    """
+    if backend == "auto":
+        backend = "tensorrt" if device.type == "cuda" and precision == "fp16" else "torch"
+    if backend == "torch":
+        return None
+    key = (backbone, backend, precision, str(device))
+    if key not in _accelerated:
+        register_model_folder()
+        checkpoint = find_checkpoint(backbone) or download_checkpoint(backbone)
+        progress = Progress(BUILD_STEPS)
+        try:
+            _accelerated[key] = Metric3D(
+                backbone,
+                backend=backend,
+                precision=precision,
+                device=device,
+                checkpoint=str(checkpoint) if checkpoint else None,
+                build_progress=progress.show_build,
+                engine_dir=engine_folder(),
+            )
+        # Not installed, no GPU or CUDA provider, fp32 asked of an FP16 engine, build failed.
+        except (ImportError, RuntimeError, ValueError) as e:
+            log.warning(
+                "Metric3D: the %s backend is not available, the nodes use PyTorch instead: %s", backend, e
+            )
+            _accelerated[key] = None
+    return _accelerated[key]
+
+
+def node_runtime(backbone: str, backend: str, precision: str) -> Metric3D:
+    """The runtime a node runs on: the accelerated one when available, else the managed PyTorch model."""
+    device = torch_device()
+    precision = resolve_precision(device, precision)
+    runtime = accelerated_runtime(backbone, backend, precision, device)
+    if runtime is not None:
+        return runtime
+    network = managed_model(backbone).ready()
+    return Metric3D(model=network, device=next(network.parameters()).device, precision=precision)
+
+
 def preprocessor_inputs() -> dict:
     """The original nodes' inputs, in their order, then ours."""
     return {
@@ -46,25 +108,29 @@ def preprocessor_inputs() -> dict:
             "fx": ("INT", {"default": 1000, "min": 1, "max": MAX_RESOLUTION, "step": 1}),
             "fy": ("INT", {"default": 1000, "min": 1, "max": MAX_RESOLUTION, "step": 1}),
             "resolution": ("INT", {"default": 512, "min": 64, "max": MAX_RESOLUTION, "step": 64}),
-            "precision": (list(PRECISIONS), {"default": "auto"}),
+            **runtime_inputs(),
         },
     }
 
 
+def runtime_inputs() -> dict:
+    return {
+        "backend": (list(BACKENDS), {"default": "auto"}),
+        "precision": (list(PRECISIONS), {"default": "auto"}),
+    }
+
+
 def run_maps(
-    image: torch.Tensor, backbone: str, resolution: int, precision: str
+    image: torch.Tensor, backbone: str, resolution: int, backend: str, precision: str
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(depth, normal) node images for every frame of a ComfyUI IMAGE batch."""
-    network = managed_model(backbone).ready()
-    device = next(network.parameters()).device
+    runtime = node_runtime(backbone, backend, precision)
     frames = np.asarray(image.cpu() * 255.0, dtype=np.uint8)  # as controlnet_aux converts
     progress, maps = Progress(len(frames)), []
-    fp16 = resolve_precision(device, precision) == "fp16"
-    with torch.autocast(device.type, dtype=torch.float16, enabled=fp16):
-        for start in range(0, len(frames), CHUNK):
-            chunk = list(frames[start : start + CHUNK])
-            maps += controlnet_maps_batch(network, chunk, resolution)
-            progress.update(len(chunk))
+    for start in range(0, len(frames), CHUNK):
+        chunk = list(frames[start : start + CHUNK])
+        maps += runtime.controlnet_maps(chunk, resolution)
+        progress.update(len(chunk))
     return maps
 
 
@@ -84,9 +150,11 @@ class _ControlNetMap:
     def INPUT_TYPES(cls) -> dict:
         return preprocessor_inputs()
 
-    def execute(self, image, backbone="vit-small", fx=1000, fy=1000, resolution=512, precision="auto"):
+    def execute(
+        self, image, backbone="vit-small", fx=1000, fy=1000, resolution=512, backend="auto", precision="auto"
+    ):
         # fx, fy are accepted for workflow compatibility; the original's images do not depend on them.
-        maps = run_maps(image, backbone, resolution, precision)
+        maps = run_maps(image, backbone, resolution, backend, precision)
         return (to_image_batch([pair[self.OUTPUT] for pair in maps]),)
 
 
@@ -110,7 +178,7 @@ class Metric3D_Metric_Depth:
                 "fx": ("FLOAT", {"default": 1000.0, "min": 1.0, "max": MAX_RESOLUTION, "step": 0.1}),
                 "fy": ("FLOAT", {"default": 1000.0, "min": 1.0, "max": MAX_RESOLUTION, "step": 0.1}),
             },
-            "optional": {"precision": (list(PRECISIONS), {"default": "auto"})},
+            "optional": runtime_inputs(),
         }
 
     RETURN_TYPES = ("MASK", "IMAGE")
@@ -118,10 +186,8 @@ class Metric3D_Metric_Depth:
     FUNCTION = "execute"
     CATEGORY = CATEGORY
 
-    def execute(self, image, backbone="vit-small", fx=1000.0, fy=1000.0, precision="auto"):
-        network = managed_model(backbone).ready()
-        device = next(network.parameters()).device
-        runtime = Metric3D(model=network, device=device, precision=resolve_precision(device, precision))
+    def execute(self, image, backbone="vit-small", fx=1000.0, fy=1000.0, backend="auto", precision="auto"):
+        runtime = node_runtime(backbone, backend, precision)
         progress, depths, normals = Progress(image.shape[0]), [], []
         for start in range(0, image.shape[0], CHUNK):
             result = runtime.predict(image[start : start + CHUNK], fx=fx, fy=fy)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -60,13 +61,21 @@ class ShapeProfile:
         return asdict(self)
 
 
-def _progress_monitor(trt: ModuleType):
-    """A builder progress monitor printing phases to stderr (None where the API lacks one)."""
+BuildProgress = Callable[[str, float], None]  # (top-level build phase, fraction of it done)
+
+
+def print_progress(phase: str, fraction: float) -> None:
+    """The default build progress: phases and tenths on stderr."""
+    print(f"[TensorRT] {phase}: {100 * fraction:.0f}%", file=sys.stderr, flush=True)
+
+
+def _progress_monitor(trt: ModuleType, report: BuildProgress):
+    """A builder progress monitor calling `report` (None where the API lacks one)."""
     if not hasattr(trt, "IProgressMonitor"):
         return None
 
-    class Printer(trt.IProgressMonitor):
-        """Top-level build phases with a percentage; TensorRT's many nested phases are skipped."""
+    class Monitor(trt.IProgressMonitor):
+        """Top-level build phases, reported at start and every tenth; nested phases are skipped."""
 
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
@@ -75,18 +84,18 @@ def _progress_monitor(trt: ModuleType):
         def phase_start(self, parent_phase, phase_name, num_steps):
             if parent_phase is None:
                 self.top[phase_name] = max(num_steps, 1)
-                print(f"[TensorRT] {phase_name}", file=sys.stderr, flush=True)
+                report(phase_name, 0.0)
 
         def step_complete(self, phase_name, step):
             total = self.top.get(phase_name)
-            if total and total >= 10 and (step + 1) % (total // 10) == 0:
-                print(f"[TensorRT] {phase_name}: {100 * (step + 1) // total}%", file=sys.stderr, flush=True)
+            if total and (total < 10 or (step + 1) % (total // 10) == 0):
+                report(phase_name, (step + 1) / total)
             return True  # False would cancel the build
 
         def phase_finish(self, phase_name):
             self.top.pop(phase_name, None)
 
-    return Printer()
+    return Monitor()
 
 
 def build_engine(
@@ -97,6 +106,7 @@ def build_engine(
     workspace_gib: float = 4.0,
     timing_cache: Path | None = None,
     compute_capability: str | None = None,
+    progress: BuildProgress = print_progress,
 ) -> bytes:
     """Parse `onnx_path` into a strongly typed network and build a serialized engine.
 
@@ -120,7 +130,7 @@ def build_engine(
     if compute_capability is not None:
         config.num_compute_capabilities = 1
         config.set_compute_capability(getattr(trt.ComputeCapability, compute_capability), 0)
-    monitor = _progress_monitor(trt)
+    monitor = _progress_monitor(trt, progress)
     if monitor is not None:
         config.progress_monitor = monitor
     cache = None

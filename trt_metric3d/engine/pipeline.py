@@ -9,7 +9,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from ..checkpoint import load_model, resolve_checkpoint
-from .builder import ShapeProfile, build_engine, import_tensorrt
+from .builder import BuildProgress, ShapeProfile, build_engine, import_tensorrt, print_progress
 from .cache import EngineCache, EngineSpec, file_sha256, workspace_dir
 
 log = logging.getLogger("trt_metric3d")
@@ -65,10 +65,12 @@ def build(
     workspace_gib: float = 4.0,
     compute_capability: str | None = None,
     check_loads: bool = False,
+    progress: BuildProgress | None = None,
 ) -> Path:
     """The FP16 engine for `backbone`, from the cache or built now.
 
     check_loads: deserialise a cached engine first (needs the GPU) and rebuild it if that fails.
+    progress: called with (phase, fraction) while an engine is built (default: printed to stderr).
     """
     trt, flavour = import_tensorrt(flavour)  # fail before the export if TensorRT is missing
     profile = profile or ShapeProfile()
@@ -95,6 +97,7 @@ def build(
             workspace_gib=workspace_gib,
             timing_cache=timing_cache,
             compute_capability=f"SM{capability}" if compute_capability else None,
+            progress=progress or print_progress,
         ),
         loads=(lambda path: _deserialises(path, flavour)) if check_loads else None,
     )

@@ -28,6 +28,14 @@ from ..processing import (
     unpad,
 )
 
+OUTPUT_CHANNELS = (1, 1, 4, 3)  # depth, confidence, normal (xyz + kappa), normal_iter1
+
+
+def output_buffers(canvas_shape: tuple[int, ...], device: torch.device) -> list[torch.Tensor]:
+    """Float32 tensors for the exported network's outputs, for a B x 3 x H x W canvas batch."""
+    b, _, h, w = canvas_shape
+    return [torch.empty(b, c, h, w, device=device) for c in OUTPUT_CHANNELS]
+
 
 @dataclass(frozen=True)
 class CanvasBatch:
@@ -38,12 +46,26 @@ class CanvasBatch:
 
 
 def canvases_from_arrays(images: Sequence[np.ndarray], device: torch.device) -> CanvasBatch:
+    """Canvases made on the host (OpenCV, bit-exact), sent as uint8 (a quarter of the float bytes)."""
     canvases_u8, canvases = zip(*(make_canvas(image) for image in images), strict=True)
     pixels = torch.from_numpy(np.stack(canvases_u8))
-    if device.type == "cuda":  # page-locked staging: the copy to the GPU runs asynchronously
+    if device.type == "cuda":
+        # Page-locked staging, so the copy runs asynchronously. torch's pinned-memory allocator
+        # caches blocks and reuses one only after the copy that read it has finished.
         pixels = pixels.pin_memory()
     pixels = pixels.to(device, non_blocking=True)
     return CanvasBatch(pixels.permute(0, 3, 1, 2).float(), list(canvases))
+
+
+def to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """Numpy copies of device tensors: asynchronous copies into pinned memory, then one wait."""
+    if not tensors or tensors[0].device.type != "cuda":
+        return [t.numpy() for t in tensors]
+    host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+    for target, source in zip(host, tensors, strict=True):
+        target.copy_(source, non_blocking=True)
+    torch.cuda.current_stream(tensors[0].device).synchronize()
+    return [t.numpy() for t in host]
 
 
 def check_image_tensor(images: torch.Tensor) -> None:

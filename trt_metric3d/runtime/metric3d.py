@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import torch
 
+from ..annotator import DEFAULT_RESOLUTION, node_images
+from ..engine.builder import BuildProgress
 from ..model import BACKBONES
+from ..model.config import CONFIGS
 from .batching import (
     DepthBatch,
     Prediction,
     canvases_from_arrays,
     canvases_from_tensor,
     metric_scales,
+    to_host,
     to_image_size,
 )
 
 log = logging.getLogger("trt_metric3d")
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+# What "auto" tries on a GPU, fastest first; PyTorch always works and ends the list.
+AUTO_ORDER_CUDA = ("tensorrt", "onnxruntime", "torch")
 
 
 def _default_device() -> torch.device:
@@ -43,65 +51,94 @@ class Metric3D:
         checkpoint: str | None = None,
         compile: bool = False,
         model: torch.nn.Module | None = None,
+        cuda_graph: bool = False,
+        build_progress: BuildProgress | None = None,
+        engine_dir: str | os.PathLike | None = None,
     ) -> None:
-        """backend "auto" picks the fastest that is installed and works, and logs which.
+        """backend "auto": on a GPU, TensorRT, then ONNX Runtime's CUDA provider, then PyTorch (the
+        first that is installed and works; the log says which and why others were skipped); PyTorch
+        on the CPU.
         precision: "fp16" (default on CUDA) or "fp32" (default on CPU).
         checkpoint: official .pth path (default: METRIC3D_CHECKPOINT_DIR, HF cache, download).
+        compile: torch.compile the PyTorch network.
         model: an already-loaded PyTorch network to run (torch backend); skips checkpoint loading.
+        cuda_graph: TensorRT only: capture one CUDA graph per canvas shape and replay it.
+        build_progress: called while a missing TensorRT engine is built (it is built on first use).
+        engine_dir: where TensorRT engines are cached (default: METRIC3D_ENGINE_DIR, engines/ of a
+        source checkout, else ~/.cache/trt-metric3d/engines).
         """
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        if model is not None:  # name what is really running
+            model_cfg = getattr(model, "cfg", None)
+            backbone = next((name for name, cfg in CONFIGS.items() if cfg == model_cfg), backbone)
         self.backbone = backbone
         self.device = torch.device(device) if device is not None else _default_device()
         if precision is None:
             precision = "fp16" if self.device.type == "cuda" else "fp32"
         self.precision = precision
-        self._backend = self._open(backend, checkpoint, compile, model)
-        log.info("Metric3D %s: %s backend, %s, %s", backbone, self._backend.name, precision, self.device)
+        self._checkpoint = checkpoint
+        self._engine_dir = engine_dir
+        if model is not None:
+            if backend not in ("torch", "auto"):
+                raise ValueError(f"a PyTorch model runs on the torch backend, not {backend!r}")
+            self._backend = self._torch(model, compile)
+        elif backend != "auto":
+            self._backend = self._open(backend, compile, cuda_graph, build_progress)
+        else:
+            self._backend = self._open_auto(compile, cuda_graph, build_progress)
+        log.info("Metric3D %s: %s backend, %s, %s", self.backbone, self.backend, precision, self.device)
 
     @property
     def backend(self) -> str:
         return self._backend.name
 
-    def _open(self, backend: str, checkpoint: str | None, compile: bool, model: torch.nn.Module | None):
-        if model is not None:
-            if backend not in ("torch", "auto"):
-                raise ValueError(f"a PyTorch model runs on the torch backend, not {backend!r}")
-            return self._torch(model, checkpoint, compile)
-        if backend == "tensorrt":
-            return self._tensorrt(checkpoint)
-        if backend == "auto" and self.device.type == "cuda":
+    def _open_auto(self, compile: bool, cuda_graph: bool, build_progress: BuildProgress | None):
+        order = AUTO_ORDER_CUDA if self.device.type == "cuda" else ("torch",)
+        if self.precision != "fp16":
+            order = tuple(name for name in order if name != "tensorrt")  # engines are FP16
+        for name in order[:-1]:
             try:
-                return self._tensorrt(checkpoint)
-            except ImportError as e:  # TensorRT missing: say so once, fall back
-                log.warning(
-                    "Metric3D: TensorRT backend unavailable, using PyTorch (%s)", str(e).splitlines()[0]
+                return self._open(name, compile, cuda_graph, build_progress)
+            except (ImportError, RuntimeError) as e:  # not installed, no CUDA provider, engine fails
+                reason = str(e).splitlines()[0]
+                log.warning("Metric3D: %s backend unavailable (%s); trying the next", name, reason)
+        return self._open(order[-1], compile, cuda_graph, build_progress)
+
+    def _open(self, backend: str, compile: bool, cuda_graph: bool, build_progress: BuildProgress | None):
+        if backend == "tensorrt":
+            from ..engine.pipeline import build
+            from .tensorrt_backend import TensorRTBackend
+
+            if self.precision != "fp16":
+                raise ValueError(
+                    "TensorRT engines are built in FP16; use precision='fp16' or another backend"
                 )
+            engine = build(
+                self.backbone,
+                self._checkpoint,
+                engine_dir=self._engine_dir,
+                check_loads=True,
+                progress=build_progress,
+            )
+            return TensorRTBackend(engine, self.device, cuda_graph=cuda_graph)
         if backend == "onnxruntime":
             from ..engine.pipeline import exported_onnx
             from .onnxruntime_backend import OnnxRuntimeBackend
 
-            fp32, fp16, _ = exported_onnx(self.backbone, checkpoint)
+            fp32, fp16, _ = exported_onnx(self.backbone, self._checkpoint)
             return OnnxRuntimeBackend(fp16 if self.precision == "fp16" else fp32, self.device)
-        return self._torch(None, checkpoint, compile)
+        return self._torch(None, compile)
 
-    def _tensorrt(self, checkpoint: str | None):
-        from ..engine.pipeline import build
-        from .tensorrt_backend import TensorRTBackend
-
-        if self.precision != "fp16":
-            raise ValueError("TensorRT engines are built in FP16; use precision='fp16' or another backend")
-        return TensorRTBackend(build(self.backbone, checkpoint, check_loads=True), self.device)
-
-    def _torch(self, model: torch.nn.Module | None, checkpoint: str | None, compile: bool):
+    def _torch(self, model: torch.nn.Module | None, compile: bool):
         from .torch_backend import TorchBackend
 
         if model is None:
             from ..checkpoint import load_model
 
-            model = load_model(self.backbone, checkpoint, device=self.device)
+            model = load_model(self.backbone, self._checkpoint, device=self.device)
         return TorchBackend(model, self.device, self.precision, compile=compile)
 
     def predict(
@@ -118,8 +155,7 @@ class Metric3D:
                 on this runtime's device.
         fx, fy: focal lengths in pixels, one for all images or one per image (fy defaults to fx).
         """
-        if self._backend is None:
-            raise RuntimeError("this Metric3D was closed; create a new one")
+        self._check_open()
         fy = fx if fy is None else fy
         if isinstance(images, torch.Tensor):
             batch = canvases_from_tensor(images, self.device)
@@ -135,17 +171,28 @@ class Metric3D:
             stacked = {k: torch.stack([p[k] for p in per_image]) for k in per_image[0]}
             factors = torch.tensor(scales, device=self.device).view(-1, 1, 1)
             return DepthBatch(depth=stacked["canonical_depth"] * factors, **stacked)
-        results = [
-            Prediction(
-                depth=(p["canonical_depth"] * s).cpu().numpy(),
-                confidence=p["confidence"].cpu().numpy(),
-                normal=p["normal"].cpu().numpy(),
-                canonical_depth=p["canonical_depth"].cpu().numpy(),
-                canvas=c,
-            )
-            for p, s, c in zip(per_image, scales, batch.canvases, strict=True)
-        ]
+        fields = ("depth", "confidence", "normal", "canonical_depth")
+        for p, s in zip(per_image, scales, strict=True):
+            p["depth"] = p["canonical_depth"] * s
+        host = iter(to_host([p[f] for p in per_image for f in fields]))  # one wait for all copies
+        results = [Prediction(**{f: next(host) for f in fields}, canvas=c) for c in batch.canvases]
         return results[0] if isinstance(images, np.ndarray) else results
+
+    def controlnet_maps(
+        self,
+        images: Sequence[np.ndarray],
+        resolution: int = DEFAULT_RESOLUTION,
+        upscale: int = cv2.INTER_CUBIC,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The ComfyUI Metric3D nodes' (depth image, normal image) for each RGB image, one forward."""
+        self._check_open()
+        batch = canvases_from_arrays(list(images), self.device)
+        out = self._backend(batch.pixels)
+        return [node_images(out, i, c, resolution, upscale) for i, c in enumerate(batch.canvases)]
+
+    def _check_open(self) -> None:
+        if self._backend is None:
+            raise RuntimeError("this Metric3D was closed; create a new one")
 
     def close(self) -> None:
         """Free the backend and its device memory; the object can no longer predict."""

@@ -7,8 +7,8 @@ import torch
 
 from ..export import INPUT_NAME, OUTPUT_NAMES
 from ..model import Metric3DOutput
+from .batching import output_buffers
 
-OUTPUT_CHANNELS = (1, 1, 4, 3)  # depth, confidence, normal, normal_iter1
 INSTALL_HINT = "ONNX Runtime is not installed: pip install 'trt-metric3d[onnx]' (or onnxruntime-gpu for CUDA)"
 
 
@@ -38,8 +38,7 @@ class OnnxRuntimeBackend:
         Input and outputs are torch tensors bound in place (no copies through numpy).
         """
         pixels = pixels.float().contiguous()
-        b, _, h, w = pixels.shape
-        outputs = [torch.empty(b, c, h, w, device=self.device) for c in OUTPUT_CHANNELS]
+        outputs = output_buffers(tuple(pixels.shape), self.device)
         binding = self.session.io_binding()
         index = self.device.index or 0
         binding.bind_input(
