@@ -161,3 +161,18 @@ def test_onnxruntime_and_torch_backends_agree(runtime, small_onnx, small_checkpo
     expected = runtime.predict(image, fx=900.0, fy=1100.0)
     assert (np.abs(got.depth - expected.depth) / expected.depth).max() <= 1e-3
     np.testing.assert_allclose(got.normal, expected.normal, atol=1e-3)
+
+
+def test_onnxruntime_providers_prefer_tensorrt_then_cuda_on_a_gpu(tmp_path):
+    from trt_metric3d.runtime.onnxruntime_backend import execution_providers
+
+    cpu = execution_providers(torch.device("cpu"), ["CPUExecutionProvider"], tmp_path)
+    assert cpu == ["CPUExecutionProvider"]
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    names = [name for name, _ in execution_providers(torch.device("cuda:1"), gpu, tmp_path / "ort")]
+    assert names == ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+    options = dict(execution_providers(torch.device("cuda:1"), gpu, tmp_path / "ort"))
+    assert options["TensorrtExecutionProvider"]["trt_engine_cache_path"] == str(tmp_path / "ort")
+    assert options["CUDAExecutionProvider"]["device_id"] == 1 and (tmp_path / "ort").is_dir()
+    with pytest.raises(RuntimeError, match="pip install onnxruntime-gpu"):
+        execution_providers(torch.device("cuda"), ["CPUExecutionProvider"], tmp_path)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from ..engine.cache import ENGINE_DIR_ENV, workspace_dir
 from ..export import INPUT_NAME, OUTPUT_NAMES
 from ..model import Metric3DOutput
 from .batching import output_buffers
@@ -12,23 +15,38 @@ from .batching import output_buffers
 INSTALL_HINT = "ONNX Runtime is not installed: pip install 'trt-metric3d[onnx]' (or onnxruntime-gpu for CUDA)"
 
 
+def execution_providers(device: torch.device, available: list[str], engine_dir: Path) -> list:
+    """ONNX Runtime providers for `device`: on a GPU, TensorRT (engines cached in `engine_dir`) where
+    onnxruntime-gpu has it, then CUDA (which also takes the nodes TensorRT leaves); else the CPU."""
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        raise RuntimeError(
+            f"ONNX Runtime has no CUDA provider here ({available}); pip install onnxruntime-gpu"
+        )
+    index = device.index or 0
+    providers: list = [("CUDAExecutionProvider", {"device_id": index})]
+    if "TensorrtExecutionProvider" in available:
+        engine_dir.mkdir(parents=True, exist_ok=True)
+        options = {
+            "device_id": index,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(engine_dir),
+        }
+        providers.insert(0, ("TensorrtExecutionProvider", options))
+    return providers
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str, device: torch.device) -> None:
+    def __init__(self, onnx_path: str | Path, device: torch.device) -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:
             raise ImportError(INSTALL_HINT) from e
-        available = ort.get_available_providers()
-        if device.type == "cuda":
-            if "CUDAExecutionProvider" not in available:
-                raise RuntimeError(
-                    f"ONNX Runtime has no CUDA provider here ({available}); pip install onnxruntime-gpu"
-                )
-            providers = [("CUDAExecutionProvider", {"device_id": device.index or 0})]
-        else:
-            providers = ["CPUExecutionProvider"]
+        engine_dir = workspace_dir(ENGINE_DIR_ENV, "engines") / "onnxruntime"
+        providers = execution_providers(device, ort.get_available_providers(), engine_dir)
         self.device = device
         self.session = ort.InferenceSession(str(onnx_path), providers=providers)
 
