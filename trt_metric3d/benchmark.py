@@ -32,7 +32,8 @@ class BenchResult:
         return asdict(self)
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timings must include it)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -56,10 +57,10 @@ def run_benchmark(
         runtime.predict(images, fx=1000.0)
     samples = []
     for _ in range(runs):
-        _synchronize(runtime.device)
+        synchronize(runtime.device)
         start = time.perf_counter()
         runtime.predict(images, fx=1000.0)
-        _synchronize(runtime.device)
+        synchronize(runtime.device)
         samples.append(time.perf_counter() - start)
     p50 = statistics.median(samples)
     return BenchResult(
