@@ -1,5 +1,7 @@
 """The `trt-metric3d` command line on CPU with synthetic weights."""
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -35,6 +37,10 @@ def test_infer_writes_every_output(infer_run):
         image = cv2.imread(str(out / name))
         assert image.shape == (100, 150, 3)
     assert not list(out.glob(".*tmp")), "temp files left behind"
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()}
+    assert set(modes.values()) == {0o666 & ~umask}, f"results must get the usual file mode: {modes}"
 
 
 def test_infer_bad_focal_is_a_clear_error(small_checkpoint, tmp_path):
