@@ -119,6 +119,7 @@ def test_unavailable_tensorrt_falls_back_to_pytorch_and_says_so_once(pack, caplo
     assert all(torch.equal(out, expected) for out in outs)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "tensorrt backend is not available" in warnings[0], warnings
+    assert "CUDA GPU" in warnings[0], "the reason given is the real one (no GPU here)"
 
 
 def test_metric_depth_node_applies_fx_fy(pack, coffee_image):
@@ -204,14 +205,15 @@ def test_pack_uses_comfyui_services_when_present(comfyui):
 
 
 def test_engine_is_built_on_first_use_with_a_progress_bar(comfyui, small_model, monkeypatch):
-    """The TensorRT runtime is opened once, its engine cached in models/tensorrt/metric3d, and the
-    build's phases drive a ComfyUI progress bar. (Building needs TensorRT and a GPU: the runtime is
-    a stand-in that reports build progress as the real builder does.)"""
+    """The TensorRT runtime is opened once, its engine cached in models/tensorrt/metric3d (ONNX in
+    models/metric3d/onnx), and the build's phases drive a ComfyUI progress bar. (Building needs
+    TensorRT and a GPU: the runtime is a stand-in that reports build progress as the real builder
+    does.)"""
     nodes = sys.modules["trt_metric3d_in_comfyui.trt_metric3d.comfyui.nodes"]
     real_runtime, opened = nodes.Metric3D, []
 
-    def tensorrt_runtime(backbone, backend, precision, device, checkpoint, build_progress, engine_dir):
-        opened.append((backbone, backend, precision, checkpoint, engine_dir))
+    def tensorrt_runtime(backbone, backend, precision, device, checkpoint, build_progress, **folders):
+        opened.append((backbone, backend, precision, checkpoint, folders))
         for fraction in (0.0, 0.5, 1.0):
             build_progress("Building engine", fraction)
         return real_runtime(model=small_model, device="cpu")
@@ -222,8 +224,11 @@ def test_engine_is_built_on_first_use_with_a_progress_bar(comfyui, small_model, 
     for _ in range(2):
         node.execute(torch.rand(1, 56, 84, 3), resolution=64)
     checkpoint = str(comfyui.models_dir / "metric3d" / "metric_depth_vit_small_800k.pth")
-    engines = comfyui.models_dir / "tensorrt" / "metric3d"
-    assert opened == [("vit-small", "tensorrt", "fp16", checkpoint, engines)], "opened once, fp16"
+    folders = {
+        "engine_dir": comfyui.models_dir / "tensorrt" / "metric3d",
+        "export_dir": comfyui.models_dir / "metric3d" / "onnx",
+    }
+    assert opened == [("vit-small", "tensorrt", "fp16", checkpoint, folders)], "opened once, fp16"
     build = [event for event in comfyui.progress if event[0] == "absolute"]
     assert build == [("absolute", 0, 100), ("absolute", 50, 100), ("absolute", 100, 100)]
     assert comfyui.loaded == [], "the PyTorch model was not loaded"

@@ -105,3 +105,18 @@ def test_tensorrt_rtx_builds_the_fp16_graph_on_cpu(onnx_files, tmp_path):
     )
     assert len(engine) > 1_000_000
     assert not cache.exists(), "TensorRT-RTX has no timing cache; none must be written for it"
+
+
+def test_exporter_chatter_is_kept_out_of_the_host_log(caplog):
+    """ComfyUI logs at INFO: the ~700 INFO lines onnxscript writes during an export must not reach it."""
+    import logging
+
+    from trt_metric3d.export.onnx_export import _quiet_exporter
+
+    chatty = logging.getLogger("onnxscript.optimizer._constant_folding")
+    with caplog.at_level(logging.INFO):
+        with _quiet_exporter():
+            chatty.info("Replaced initializer")
+            chatty.warning("a real problem")
+        chatty.info("after the export")
+    assert [r.getMessage() for r in caplog.records] == ["a real problem", "after the export"]

@@ -18,7 +18,6 @@ from ..checkpoint import HF_REPO, checkpoint_filename, load_model
 log = logging.getLogger("trt_metric3d")
 
 MODEL_FOLDER = "metric3d"
-ENGINE_SUBFOLDER = ("tensorrt", "metric3d")  # models/tensorrt/metric3d/
 
 try:
     import folder_paths
@@ -75,11 +74,11 @@ def download_checkpoint(backbone: str) -> Path | None:
     return Path(huggingface_hub.hf_hub_download(HF_REPO, checkpoint_filename(backbone), local_dir=target))
 
 
-def engine_folder() -> Path | None:
-    """models/tensorrt/metric3d inside ComfyUI; None outside (the package's engine cache is used)."""
+def models_subfolder(*parts: str) -> Path | None:
+    """models/<parts> inside ComfyUI; None outside (the package's own cache folders are used)."""
     if folder_paths is None:
         return None
-    return Path(folder_paths.models_dir).joinpath(*ENGINE_SUBFOLDER)
+    return Path(folder_paths.models_dir).joinpath(*parts)
 
 
 def torch_device() -> torch.device:

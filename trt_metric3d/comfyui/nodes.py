@@ -20,9 +20,9 @@ from .host import (
     ManagedModel,
     Progress,
     download_checkpoint,
-    engine_folder,
     find_checkpoint,
     load_managed,
+    models_subfolder,
     register_model_folder,
     torch_device,
 )
@@ -38,6 +38,7 @@ BUILD_STEPS = 100  # progress-bar resolution while an engine is built
 
 _models: dict[tuple[str, str], ManagedModel] = {}
 _accelerated: dict[tuple[str, str, str, str], Metric3D | None] = {}
+_on_managed_model: dict[tuple[str, str, str], Metric3D] = {}
 
 
 def managed_model(backbone: str) -> ManagedModel:
@@ -77,7 +78,8 @@ def accelerated_runtime(backbone: str, backend: str, precision: str, device: tor
                 device=device,
                 checkpoint=str(checkpoint) if checkpoint else None,
                 build_progress=progress.show_build,
-                engine_dir=engine_folder(),
+                engine_dir=models_subfolder("tensorrt", "metric3d"),
+                export_dir=models_subfolder("metric3d", "onnx"),
             )
         # Not installed, no GPU or CUDA provider, fp32 asked of an FP16 engine, build failed.
         except (ImportError, RuntimeError, ValueError) as e:
@@ -95,8 +97,11 @@ def node_runtime(backbone: str, backend: str, precision: str) -> Metric3D:
     runtime = accelerated_runtime(backbone, backend, precision, device)
     if runtime is not None:
         return runtime
-    network = managed_model(backbone).ready()
-    return Metric3D(model=network, device=next(network.parameters()).device, precision=precision)
+    network = managed_model(backbone).ready()  # ComfyUI loads it onto the GPU (again) if needed
+    key = (backbone, precision, str(device))
+    if key not in _on_managed_model:
+        _on_managed_model[key] = Metric3D(model=network, device=device, precision=precision)
+    return _on_managed_model[key]
 
 
 def preprocessor_inputs() -> dict:
@@ -168,6 +173,11 @@ class Metric3D_Normal_Map_Preprocessor(_ControlNetMap):
 
 class Metric3D_Metric_Depth:
     """Depth in metres (MASK layout, B x H x W) and the normal map, with fx / fy applied."""
+
+    DESCRIPTION = (
+        "Metric depth in metres (not 0..1: viewed as an image it is white beyond 1 m; normalise it "
+        "first) and the surface-normal map. fx, fy: the image's focal lengths in pixels."
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:

@@ -10,8 +10,12 @@ Graph interface (documented in export/README.md):
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -25,6 +29,8 @@ OUTPUT_NAMES = Metric3DOutput._fields
 MAX_BATCH = 16
 MAX_CANVAS_SIDE = 2240  # 80 x 28: room for 616 x 1064 both ways and larger canvases
 PROTOBUF_LIMIT = 2**31 - 1  # larger models (vit-giant2) keep their weights in a side file
+# Their INFO lines (hundreds per export: folded constants, rewrites) would flood a host's log.
+EXPORTER_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")
 
 
 class CanvasNetwork(nn.Module):
@@ -44,6 +50,22 @@ def _parameter_bytes(model: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter's own chatter down to warnings; ours ("exporting ...") stays."""
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecations inside torch.export
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def export_onnx(network: nn.Module, path: str | os.PathLike) -> Path:
     """Export `network` (fp32, CPU) to `path`; written to a temp folder first, then moved in place."""
     path = Path(path)
@@ -57,7 +79,7 @@ def export_onnx(network: nn.Module, path: str | os.PathLike) -> Path:
     dynamic = {
         INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=MAX_BATCH), 2: side * rows, 3: side * cols}
     }
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
             wrapper,
             (example,),

@@ -54,6 +54,7 @@ class Metric3D:
         cuda_graph: bool = False,
         build_progress: BuildProgress | None = None,
         engine_dir: str | os.PathLike | None = None,
+        export_dir: str | os.PathLike | None = None,
     ) -> None:
         """backend "auto": on a GPU, TensorRT, then ONNX Runtime's CUDA provider, then PyTorch (the
         first that is installed and works; the log says which and why others were skipped); PyTorch
@@ -66,6 +67,7 @@ class Metric3D:
         build_progress: called while a missing TensorRT engine is built (it is built on first use).
         engine_dir: where TensorRT engines are cached (default: METRIC3D_ENGINE_DIR, engines/ of a
         source checkout, else ~/.cache/trt-metric3d/engines).
+        export_dir: where the ONNX files are cached (default: METRIC3D_EXPORT_DIR, likewise export/).
         """
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
@@ -81,6 +83,7 @@ class Metric3D:
         self.precision = precision
         self._checkpoint = checkpoint
         self._engine_dir = engine_dir
+        self._export_dir = export_dir
         if model is not None:
             if backend not in ("torch", "auto"):
                 raise ValueError(f"a PyTorch model runs on the torch backend, not {backend!r}")
@@ -112,6 +115,8 @@ class Metric3D:
             from ..engine.pipeline import build
             from .tensorrt_backend import TensorRTBackend
 
+            if self.device.type != "cuda":
+                raise ValueError(f"TensorRT runs on a CUDA GPU, and this runtime's device is {self.device}")
             if self.precision != "fp16":
                 raise ValueError(
                     "TensorRT engines are built in FP16; use precision='fp16' or another backend"
@@ -120,6 +125,7 @@ class Metric3D:
                 self.backbone,
                 self._checkpoint,
                 engine_dir=self._engine_dir,
+                export_dir=self._export_dir,
                 check_loads=True,
                 progress=build_progress,
             )
@@ -128,8 +134,9 @@ class Metric3D:
             from ..engine.pipeline import exported_onnx
             from .onnxruntime_backend import OnnxRuntimeBackend
 
-            fp32, fp16, _ = exported_onnx(self.backbone, self._checkpoint)
-            return OnnxRuntimeBackend(fp16 if self.precision == "fp16" else fp32, self.device)
+            fp32, fp16, _ = exported_onnx(self.backbone, self._checkpoint, self._export_dir)
+            onnx = fp16 if self.precision == "fp16" else fp32
+            return OnnxRuntimeBackend(onnx, self.device, self._engine_dir)
         return self._torch(None, compile)
 
     def _torch(self, model: torch.nn.Module | None, compile: bool):

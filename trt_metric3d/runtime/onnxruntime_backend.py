@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +41,16 @@ def execution_providers(device: torch.device, available: list[str], engine_dir: 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str | Path, device: torch.device) -> None:
+    def __init__(
+        self, onnx_path: str | Path, device: torch.device, engine_dir: str | os.PathLike | None = None
+    ) -> None:
+        """engine_dir: the TensorRT execution provider's engine cache goes in its onnxruntime/."""
         try:
             import onnxruntime as ort
         except ImportError as e:
             raise ImportError(INSTALL_HINT) from e
-        engine_dir = workspace_dir(ENGINE_DIR_ENV, "engines") / "onnxruntime"
+        engines = Path(engine_dir) if engine_dir is not None else workspace_dir(ENGINE_DIR_ENV, "engines")
+        engine_dir = engines / "onnxruntime"
         providers = execution_providers(device, ort.get_available_providers(), engine_dir)
         self.device = device
         self.session = ort.InferenceSession(str(onnx_path), providers=providers)

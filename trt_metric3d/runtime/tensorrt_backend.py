@@ -57,8 +57,6 @@ class TensorRTBackend:
         flavour: str | None = None,
         cuda_graph: bool = False,
     ) -> None:
-        if device.type != "cuda":
-            raise ValueError("the TensorRT backend runs on a CUDA device; use device='cuda'")
         self.device = device
         self.cuda_graph = cuda_graph
         self.runtime, self.engine = deserialize(engine_path, flavour)
