@@ -176,3 +176,13 @@ def test_onnxruntime_providers_prefer_tensorrt_then_cuda_on_a_gpu(tmp_path):
     assert options["CUDAExecutionProvider"]["device_id"] == 1 and (tmp_path / "ort").is_dir()
     with pytest.raises(RuntimeError, match="pip install onnxruntime-gpu"):
         execution_providers(torch.device("cuda"), ["CPUExecutionProvider"], tmp_path)
+
+
+def test_onnxruntime_without_cuda_provider_fails_before_exporting(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import trt_metric3d.engine.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "exported_onnx", lambda *a: pytest.fail("exported for nothing"))
+    monkeypatch.setattr("onnxruntime.get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(RuntimeError, match="pip install onnxruntime-gpu"):
+        Metric3D("vit-small", backend="onnxruntime", device="cuda")

@@ -132,11 +132,12 @@ class Metric3D:
             return TensorRTBackend(engine, self.device, cuda_graph=cuda_graph)
         if backend == "onnxruntime":
             from ..engine.pipeline import exported_onnx
-            from .onnxruntime_backend import OnnxRuntimeBackend
+            from .onnxruntime_backend import OnnxRuntimeBackend, onnxruntime_providers
 
+            providers = onnxruntime_providers(self.device, self._engine_dir)  # before a long export
             fp32, fp16, _ = exported_onnx(self.backbone, self._checkpoint, self._export_dir)
             onnx = fp16 if self.precision == "fp16" else fp32
-            return OnnxRuntimeBackend(onnx, self.device, self._engine_dir)
+            return OnnxRuntimeBackend(onnx, self.device, providers)
         return self._torch(None, compile)
 
     def _torch(self, model: torch.nn.Module | None, compile: bool):

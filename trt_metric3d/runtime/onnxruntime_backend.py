@@ -38,20 +38,24 @@ def execution_providers(device: torch.device, available: list[str], engine_dir: 
     return providers
 
 
+def onnxruntime_providers(device: torch.device, engine_dir: str | os.PathLike | None = None) -> list:
+    """The providers for `device`, checked before any export is spent on them: a clear ImportError
+    or RuntimeError when ONNX Runtime is missing or cannot run there.
+    engine_dir: the TensorRT execution provider's engine cache goes in its onnxruntime/."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ImportError(INSTALL_HINT) from e
+    engines = Path(engine_dir) if engine_dir is not None else workspace_dir(ENGINE_DIR_ENV, "engines")
+    return execution_providers(device, ort.get_available_providers(), engines / "onnxruntime")
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(
-        self, onnx_path: str | Path, device: torch.device, engine_dir: str | os.PathLike | None = None
-    ) -> None:
-        """engine_dir: the TensorRT execution provider's engine cache goes in its onnxruntime/."""
-        try:
-            import onnxruntime as ort
-        except ImportError as e:
-            raise ImportError(INSTALL_HINT) from e
-        engines = Path(engine_dir) if engine_dir is not None else workspace_dir(ENGINE_DIR_ENV, "engines")
-        engine_dir = engines / "onnxruntime"
-        providers = execution_providers(device, ort.get_available_providers(), engine_dir)
+    def __init__(self, onnx_path: str | Path, device: torch.device, providers: list) -> None:
+        import onnxruntime as ort
+
         self.device = device
         self.session = ort.InferenceSession(str(onnx_path), providers=providers)
 
