@@ -106,7 +106,7 @@ def test_onnxruntime_backend_gives_the_original_node_images(pack, coffee_image, 
     diff = np.abs(np.rint(out[0].numpy() * 255).astype(np.int16) - node_ref["node_depth_u8"])
     assert diff.max() <= 1, f"{np.count_nonzero(diff)} values differ"
     nodes = sys.modules["trt_metric3d_custom_nodes.trt_metric3d.comfyui.nodes"]
-    assert [r.backend for r in nodes._accelerated.values() if r is not None] == ["onnxruntime"]
+    assert [r.runtime.backend for r in nodes._accelerated.values() if r is not None] == ["onnxruntime"]
 
 
 def test_unavailable_tensorrt_falls_back_to_pytorch_and_says_so_once(pack, caplog):
@@ -154,8 +154,15 @@ def comfyui(small_checkpoint, tmp_path, monkeypatch):
     )
 
     class ModelPatcher:
-        def __init__(self, model, load_device, offload_device):
-            self.model, self.load_device = model, load_device
+        def __init__(self, model, load_device, offload_device, size=0):
+            self.model, self.load_device, self.size, self.callbacks = model, load_device, size, {}
+
+        def add_callback(self, call_type, callback):
+            self.callbacks.setdefault(call_type, []).append(callback)
+
+        def detach(self, unpatch_all=True):  # what ComfyUI does to unload a model
+            for callback in self.callbacks.get("on_detach_after", []):
+                callback(self, unpatch_all)
 
     class ProgressBar:
         def __init__(self, total):
@@ -176,12 +183,15 @@ def comfyui(small_checkpoint, tmp_path, monkeypatch):
     patcher.ModelPatcher = ModelPatcher
     utils = types.ModuleType("comfy.utils")
     utils.ProgressBar = ProgressBar
+    extension = types.ModuleType("comfy.patcher_extension")
+    extension.CallbacksMP = types.SimpleNamespace(ON_DETACH="on_detach_after")
     stand_ins = {
         "folder_paths": folder_paths,
         "comfy": comfy,
         "comfy.model_management": management,
         "comfy.model_patcher": patcher,
         "comfy.utils": utils,
+        "comfy.patcher_extension": extension,
     }
     for name, module in stand_ins.items():
         monkeypatch.setitem(sys.modules, name, module)
@@ -231,7 +241,19 @@ def test_engine_is_built_on_first_use_with_a_progress_bar(comfyui, small_model, 
     assert opened == [("vit-small", "tensorrt", "fp16", checkpoint, folders)], "opened once, fp16"
     build = [event for event in comfyui.progress if event[0] == "absolute"]
     assert build == [("absolute", 0, 100), ("absolute", 50, 100), ("absolute", 100, 100)]
-    assert comfyui.loaded == [], "the PyTorch model was not loaded"
+    patchers = {id(models[0]): models[0] for models, _ in comfyui.loaded}
+    assert len(comfyui.loaded) == 2 and len(patchers) == 1, "one managed runtime, readied per run"
+    (patcher,) = patchers.values()
+    assert not list(patcher.model.parameters()) and patcher.size >= 1, "not the PyTorch model"
+
+    # ComfyUI unloads it (to make room, or "free model cache"): the runtime is closed, and the next
+    # run opens it again.
+    runtime = nodes._accelerated[("vit-small", "tensorrt", "fp16", "cuda")].runtime
+    patcher.detach()
+    with pytest.raises(RuntimeError, match="closed"):
+        runtime.predict(np.zeros((8, 8, 3), np.uint8), fx=100.0)
+    node.execute(torch.rand(1, 56, 84, 3), resolution=64)
+    assert len(opened) == 2
 
 
 def test_detector_has_controlnet_aux_contract(pack, small_checkpoint, coffee_image):

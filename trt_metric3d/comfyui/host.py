@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..checkpoint import HF_REPO, checkpoint_filename, load_model
+
+if TYPE_CHECKING:
+    from ..runtime import Metric3D
 
 log = logging.getLogger("trt_metric3d")
 
@@ -28,8 +33,9 @@ try:
     import comfy.model_management as model_management
     import comfy.model_patcher as model_patcher
     import comfy.utils as comfy_utils
+    from comfy.patcher_extension import CallbacksMP
 except ImportError:
-    model_management = model_patcher = comfy_utils = None
+    model_management = model_patcher = comfy_utils = CallbacksMP = None
 
 
 def register_model_folder() -> None:
@@ -110,6 +116,53 @@ def load_managed(backbone: str) -> ManagedModel:
         network, load_device=torch_device(), offload_device=model_management.unet_offload_device()
     )
     return ManagedModel(network, patcher)
+
+
+class Metric3DRuntimeHandle(torch.nn.Module):
+    """What ComfyUI's model management holds for a runtime (and names in its log): no weights."""
+
+
+class ManagedRuntime:
+    """A TensorRT / ONNX Runtime `Metric3D` that ComfyUI's model management can unload.
+
+    It is registered as a weightless model whose size is the device memory the runtime took when
+    opened. When ComfyUI unloads it (to make room for another model, or "free model cache"), the
+    runtime is closed; the next use opens it again (a cached engine loads in seconds).
+    """
+
+    def __init__(self, open_runtime: Callable[[], Metric3D]) -> None:
+        self.open_runtime = open_runtime
+        device = torch_device()
+        free_before = _free_device_memory(device)
+        self.runtime = open_runtime()
+        self.patcher = None
+        if model_management is not None:
+            taken = max(free_before - _free_device_memory(device), 1)  # 0 would mean "measure weights"
+            self.patcher = model_patcher.ModelPatcher(
+                Metric3DRuntimeHandle(),
+                load_device=device,
+                offload_device=model_management.unet_offload_device(),
+                size=taken,
+            )
+            self.patcher.add_callback(CallbacksMP.ON_DETACH, self._release)
+
+    def _release(self, patcher: object, unpatch_all: bool) -> None:
+        if self.runtime is not None:
+            log.info("Metric3D: %s runtime released (ComfyUI unloaded it)", self.runtime.backend)
+            self.runtime.close()
+            self.runtime = None
+
+    def ready(self) -> Metric3D:
+        """The runtime, reopened if ComfyUI unloaded it (ComfyUI first frees memory for it if needed)."""
+        if self.patcher is not None:
+            model_management.load_models_gpu([self.patcher], force_full_load=True)
+        if self.runtime is None:
+            self.runtime = self.open_runtime()
+        return self.runtime
+
+
+def _free_device_memory(device: torch.device) -> int:
+    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
 
 
 class Progress:

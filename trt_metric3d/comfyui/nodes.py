@@ -18,6 +18,7 @@ from ..model import BACKBONES
 from ..runtime import Metric3D
 from .host import (
     ManagedModel,
+    ManagedRuntime,
     Progress,
     download_checkpoint,
     find_checkpoint,
@@ -37,7 +38,7 @@ CHUNK = 4  # images per forward: memory stays bounded; the default engine profil
 BUILD_STEPS = 100  # progress-bar resolution while an engine is built
 
 _models: dict[tuple[str, str], ManagedModel] = {}
-_accelerated: dict[tuple[str, str, str, str], Metric3D | None] = {}
+_accelerated: dict[tuple[str, str, str, str], ManagedRuntime | None] = {}
 _on_managed_model: dict[tuple[str, str, str], Metric3D] = {}
 
 
@@ -55,7 +56,9 @@ def resolve_precision(device: torch.device, precision: str) -> str:
     return "fp16" if device.type == "cuda" and precision in ("auto", "fp16") else "fp32"
 
 
-def accelerated_runtime(backbone: str, backend: str, precision: str, device: torch.device) -> Metric3D | None:
+def accelerated_runtime(
+    backbone: str, backend: str, precision: str, device: torch.device
+) -> ManagedRuntime | None:
     """A TensorRT / ONNX Runtime runtime, opened (the engine built) on first use and kept.
 
     "auto" means TensorRT on a GPU in fp16. None means PyTorch: asked for, or the backend is not
@@ -70,8 +73,9 @@ def accelerated_runtime(backbone: str, backend: str, precision: str, device: tor
         register_model_folder()
         checkpoint = find_checkpoint(backbone) or download_checkpoint(backbone)
         progress = Progress(BUILD_STEPS)
-        try:
-            _accelerated[key] = Metric3D(
+
+        def open_runtime() -> Metric3D:
+            return Metric3D(
                 backbone,
                 backend=backend,
                 precision=precision,
@@ -81,6 +85,9 @@ def accelerated_runtime(backbone: str, backend: str, precision: str, device: tor
                 engine_dir=models_subfolder("tensorrt", "metric3d"),
                 export_dir=models_subfolder("metric3d", "onnx"),
             )
+
+        try:
+            _accelerated[key] = ManagedRuntime(open_runtime)
         # Not installed, no GPU or CUDA provider, fp32 asked of an FP16 engine, build failed.
         except (ImportError, RuntimeError, ValueError) as e:
             log.warning(
@@ -94,9 +101,9 @@ def node_runtime(backbone: str, backend: str, precision: str) -> Metric3D:
     """The runtime a node runs on: the accelerated one when available, else the managed PyTorch model."""
     device = torch_device()
     precision = resolve_precision(device, precision)
-    runtime = accelerated_runtime(backbone, backend, precision, device)
-    if runtime is not None:
-        return runtime
+    accelerated = accelerated_runtime(backbone, backend, precision, device)
+    if accelerated is not None:
+        return accelerated.ready()
     network = managed_model(backbone).ready()  # ComfyUI loads it onto the GPU (again) if needed
     key = (backbone, precision, str(device))
     if key not in _on_managed_model:
