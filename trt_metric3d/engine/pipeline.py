@@ -65,7 +65,7 @@ def build(
     workspace_gib: float = 4.0,
     compute_capability: str | None = None,
     check_loads: bool = False,
-    progress: BuildProgress | None = None,
+    progress: BuildProgress = print_progress,
 ) -> Path:
     """The FP16 engine for `backbone`, from the cache or built now.
 
@@ -97,7 +97,7 @@ def build(
             workspace_gib=workspace_gib,
             timing_cache=timing_cache,
             compute_capability=f"SM{capability}" if compute_capability else None,
-            progress=progress or print_progress,
+            progress=progress,
         ),
         loads=(lambda path: _deserialises(path, flavour)) if check_loads else None,
     )

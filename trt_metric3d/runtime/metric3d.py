@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..annotator import DEFAULT_RESOLUTION, node_images
-from ..engine.builder import BuildProgress
+from ..engine.builder import BuildProgress, print_progress
 from ..model import BACKBONES
 from ..model.config import CONFIGS
 from .batching import (
@@ -52,7 +52,7 @@ class Metric3D:
         compile: bool = False,
         model: torch.nn.Module | None = None,
         cuda_graph: bool = False,
-        build_progress: BuildProgress | None = None,
+        build_progress: BuildProgress = print_progress,
         engine_dir: str | os.PathLike | None = None,
         export_dir: str | os.PathLike | None = None,
     ) -> None:
@@ -98,7 +98,7 @@ class Metric3D:
     def backend(self) -> str:
         return self._backend.name
 
-    def _open_auto(self, compile: bool, cuda_graph: bool, build_progress: BuildProgress | None):
+    def _open_auto(self, compile: bool, cuda_graph: bool, build_progress: BuildProgress):
         order = AUTO_ORDER_CUDA if self.device.type == "cuda" else ("torch",)
         if self.precision != "fp16":
             order = tuple(name for name in order if name != "tensorrt")  # engines are FP16
@@ -110,7 +110,7 @@ class Metric3D:
                 log.warning("Metric3D: %s backend unavailable (%s); trying the next", name, reason)
         return self._open(order[-1], compile, cuda_graph, build_progress)
 
-    def _open(self, backend: str, compile: bool, cuda_graph: bool, build_progress: BuildProgress | None):
+    def _open(self, backend: str, compile: bool, cuda_graph: bool, build_progress: BuildProgress):
         if backend == "tensorrt":
             from ..engine.pipeline import build
             from .tensorrt_backend import TensorRTBackend
@@ -175,13 +175,11 @@ class Metric3D:
         scales = metric_scales(batch.canvases, fx, fy)  # checks fx / fy before the forward
         out = self._backend(batch.pixels)
         per_image = [to_image_size(out, i, c) for i, c in enumerate(batch.canvases)]
-        if isinstance(images, torch.Tensor):
-            stacked = {k: torch.stack([p[k] for p in per_image]) for k in per_image[0]}
-            factors = torch.tensor(scales, device=self.device).view(-1, 1, 1)
-            return DepthBatch(depth=stacked["canonical_depth"] * factors, **stacked)
-        fields = ("depth", "confidence", "normal", "canonical_depth")
         for p, s in zip(per_image, scales, strict=True):
             p["depth"] = p["canonical_depth"] * s
+        if isinstance(images, torch.Tensor):
+            return DepthBatch(**{k: torch.stack([p[k] for p in per_image]) for k in per_image[0]})
+        fields = ("depth", "confidence", "normal", "canonical_depth")
         host = iter(to_host([p[f] for p in per_image for f in fields]))  # one wait for all copies
         results = [Prediction(**{f: next(host) for f in fields}, canvas=c) for c in batch.canvases]
         return results[0] if isinstance(images, np.ndarray) else results
