@@ -25,9 +25,9 @@ def infer_run(small_checkpoint, tmp_path_factory):
 def test_infer_writes_every_output(infer_run):
     result, out = infer_run
     assert result.exit_code == 0, result.output
-    assert (
-        "wrote 1 result set" in result.output and "cup.png: fx=140.0, fy=140.0 (--fx/--fy)" in result.output
-    )
+    assert "wrote 1 of 1 result set(s)" in result.output
+    line = f"[1/1] {out.parent / 'cup.png'} -> {out / 'cup'}_*  fx=140.0, fy=140.0 (--fx/--fy)"
+    assert line in result.output
     depth = np.load(out / "cup_depth.npy")
     assert depth.shape == (100, 150) and depth.dtype == np.float32 and (depth > 0).all()
     millimetres = cv2.imread(str(out / "cup_depth.png"), cv2.IMREAD_UNCHANGED)
@@ -78,7 +78,7 @@ def test_infer_reads_the_focal_length_from_exif(small_checkpoint, tmp_path):
     )
     assert result.exit_code == 0, result.output
     expected = 28 * np.hypot(60, 90) / np.hypot(36, 24)
-    assert f"phone.jpg: fx={expected:.1f}, fy={expected:.1f} (EXIF 35 mm equivalent)" in result.output
+    assert f"fx={expected:.1f}, fy={expected:.1f} (EXIF 35 mm equivalent)" in result.output
 
 
 def test_infer_without_focal_or_exif_asks_for_fx(small_checkpoint, tmp_path):

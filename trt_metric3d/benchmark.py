@@ -1,16 +1,23 @@
-"""Latency, throughput and memory of a backend's forward on canonical canvases."""
+"""Latency, throughput and memory of a backend's predict, each backend measured in its own process."""
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import resource
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .errors import BackendUnavailable
+from .logs import show_logs
 from .runtime import Metric3D
 
 
@@ -26,7 +33,7 @@ class BenchResult:
     p50_ms: float
     p90_ms: float
     images_per_s: float
-    peak_memory_mib: float  # device memory on CUDA, process peak RSS on the CPU
+    peak_memory_mib: float  # device memory on CUDA, the measuring process's peak RSS on the CPU
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -38,11 +45,22 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory. Linux keeps ru_maxrss across exec, so a spawned worker
+    would report its parent's peak: VmHWM belongs to this process's own address space."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
 def _peak_memory_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+    return _peak_rss_mib()
 
 
 def run_benchmark(
@@ -76,6 +94,46 @@ def run_benchmark(
         images_per_s=batch / p50,
         peak_memory_mib=_peak_memory_mib(runtime.device),
     )
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """One backend to open and time: the arguments of `Metric3D` and of `run_benchmark`."""
+
+    backbone: str
+    backend: str
+    precision: str | None
+    device: str | None
+    checkpoint: str | None
+    compile: bool
+    cuda_graph: bool
+    image_hw: tuple[int, int]
+    batch: int
+    warmup: int
+    runs: int
+
+
+def measure(request: BenchRequest, log_level: int = logging.WARNING) -> BenchResult:
+    """Open the backend, time it, close it; the row names what really ran ("auto" resolved)."""
+    show_logs(log_level)
+    options = {"compile": request.compile, "cuda_graph": request.cuda_graph}
+    with Metric3D(
+        request.backbone, request.backend, request.precision, request.device, request.checkpoint, **options
+    ) as runtime:
+        result = run_benchmark(runtime, request.image_hw, request.batch, request.warmup, request.runs)
+    label = result.backend  # options only where they apply
+    label += "+compile" if request.compile and label == "torch" else ""
+    label += "+cuda-graph" if request.cuda_graph and label == "tensorrt" else ""
+    return replace(result, backend=label)
+
+
+def measure_in_own_process(request: BenchRequest, log_level: int = logging.WARNING) -> BenchResult:
+    """`measure` in a fresh process: the peak memory is this backend's alone, and a crash stays there."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(measure, request, log_level).result()
+        except BrokenProcessPool as e:
+            raise BackendUnavailable(f"the {request.backend} benchmark process died ({e})") from e
 
 
 def format_table(results: list[BenchResult]) -> str:

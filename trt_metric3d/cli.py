@@ -2,65 +2,75 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 
 import click
-import cv2
 import numpy as np
 
+from .engine.cache import ENGINE_DIR_ENV, workspace_dir
+from .engine.pipeline import EXPORT_DIR_ENV
+from .errors import Metric3DError
 from .model import BACKBONES
+from .processing import MAX_PIXELS, MAX_SIDE
+from .runtime.metric3d import BACKENDS
 
-MAX_DEPTH_MM = np.iinfo(np.uint16).max
-
-
-def depth_preview(depth: np.ndarray) -> np.ndarray:
-    """Coloured RGB preview of a depth map: near is warm, far is cool (turbo on inverse depth)."""
-    inverse = 1.0 / np.maximum(depth, 1e-6)
-    lo, hi = np.percentile(inverse, (1, 99))
-    scaled = np.clip((inverse - lo) / max(hi - lo, 1e-12), 0, 1)
-    bgr = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+DEBUG_ENV = "TRT_METRIC3D_DEBUG"
+CALIBRATION_DIR_ENV = "METRIC3D_CALIBRATION_DIR"
 
 
 def _focal_lengths(
     path: Path, image: np.ndarray, fx: float | None, fy: float | None
 ) -> tuple[float, float, str]:
     """(fx, fy, where they came from): the options, else the image's EXIF 35 mm equivalent."""
+    from .errors import InputError
     from .io import exif_focal_px
 
     if fx is not None:
         return fx, fx if fy is None else fy, "--fx/--fy"
     focal = exif_focal_px(path, *image.shape[:2])
     if focal is None:
-        raise click.UsageError(f"{path} has no EXIF focal length: pass --fx (and --fy) in pixels")
+        raise InputError(f"{path} has no EXIF focal length: pass --fx (and --fy) in pixels")
     return focal, focal, "EXIF 35 mm equivalent"
 
 
-def _write_results(stem: Path, prediction) -> None:
-    from .io import write_npy, write_png
-    from .visualize import normal_to_image
-
-    millimetres = np.clip(np.rint(prediction.depth * 1000), 0, MAX_DEPTH_MM).astype(np.uint16)
-    write_npy(f"{stem}_depth.npy", prediction.depth)
-    write_png(f"{stem}_depth.png", millimetres)
-    write_png(f"{stem}_depth_preview.png", depth_preview(prediction.depth))
-    write_png(f"{stem}_normal.png", normal_to_image(prediction.normal))
-
-
 class _FriendlyErrors(click.Group):
-    """Bad input and missing files end in a one-line message, not a traceback."""
+    """The package's errors (bad input, missing files or extras, unwritable folders) end in one line.
+
+    --debug or TRT_METRIC3D_DEBUG=1 shows the traceback instead.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (ValueError, FileNotFoundError) as e:
+        except (Metric3DError, OSError) as e:
+            if ctx.meta.get("debug"):
+                raise
             raise click.ClickException(str(e)) from e
 
 
 @click.group(cls=_FriendlyErrors, context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar=DEBUG_ENV,
+    help=f"Show tracebacks and debug log lines (or set {DEBUG_ENV}=1).",
+)
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """Metric3D v2 metric depth and surface normals: PyTorch, ONNX and TensorRT."""
+    from .logs import show_logs
+
+    ctx.meta["debug"] = debug
+    show_logs(logging.DEBUG if debug else logging.INFO)
+
+
+def _unique_files(paths: list[Path]) -> list[Path]:
+    """`paths` without repeats of one file (named twice, or once directly and once through its folder)."""
+    seen: set[Path] = set()
+    return [p for p in paths if not (p.resolve() in seen or seen.add(p.resolve()))]
 
 
 @main.command()
@@ -99,28 +109,52 @@ def infer(
     """Metric depth for images or folders of images.
 
     Writes, per image: <name>_depth.npy (float32 metres), <name>_depth.png (uint16 millimetres),
-    <name>_depth_preview.png (colour) and <name>_normal.png (surface normals as RGB).
+    <name>_depth_preview.png (colour) and <name>_normal.png (surface normals as RGB). <name> is the
+    file's stem; where two inputs share it, the extension and then folder names are added. An image
+    that fails is reported and the others go on; the exit status is then 1.
     """
-    from .io import find_images, read_image
+    from .io import find_images, read_image, writable_folder
+    from .results import MAX_DEPTH_MM, result_names, write_result_set
     from .runtime import Metric3D
 
     if fx is None and fy is not None:
         raise click.UsageError("--fy needs --fx")
-    images = find_images(list(paths))
+    images = _unique_files(find_images(list(paths)))
     if not images:
         raise click.UsageError("no images found in the given paths")
-    runtime = Metric3D(backbone, backend="torch", device=device, checkpoint=checkpoint)
-    used: list[str] = []
-    label = f"{backbone} ({runtime.backend}, {runtime.precision}, {runtime.device})"
-    with runtime, click.progressbar(images, label=label, item_show_func=lambda p: p and p.name) as bar:
-        for path in bar:
-            image = read_image(path)
-            focal_x, focal_y, source = _focal_lengths(path, image, fx, fy)
-            prediction = runtime.predict(image, focal_x, focal_y)
-            used.append(f"{path.name}: fx={focal_x:.1f}, fy={focal_y:.1f} ({source})")
-            _write_results(out_dir / path.stem, prediction)
-    click.echo("\n".join(used))
-    click.echo(f"wrote {len(images)} result set(s) to {out_dir}")
+    writable_folder(out_dir, "choose another folder with --out")  # before the model loads
+    names = result_names(images)
+    failures: list[str] = []
+    with Metric3D(backbone, backend="torch", device=device, checkpoint=checkpoint) as runtime:
+        click.echo(
+            f"{backbone} ({runtime.backend}, {runtime.precision}, {runtime.device}): {len(images)} image(s)"
+        )
+        for number, (path, name) in enumerate(zip(images, names, strict=True), start=1):
+            step = f"[{number}/{len(images)}] {path}"
+            start = time.perf_counter()
+            try:
+                image = read_image(path)
+                focal_x, focal_y, source = _focal_lengths(path, image, fx, fy)
+                written = write_result_set(out_dir, name, runtime.predict(image, focal_x, focal_y))
+            except (Metric3DError, OSError) as e:
+                failures.append(f"{path}: {e}")
+                click.echo(f"{step}: failed: {e}", err=True)
+                continue
+            click.echo(
+                f"{step} -> {out_dir / name}_*  fx={focal_x:.1f}, fy={focal_y:.1f} ({source}), "
+                f"{time.perf_counter() - start:.1f} s"
+            )
+            if written.clipped_pixels:
+                share = 100 * written.clipped_pixels / image.shape[0] / image.shape[1]
+                click.echo(
+                    f"  note: {written.clipped_pixels} pixel(s) ({share:.2g} %) lie beyond "
+                    f"{MAX_DEPTH_MM / 1000:.3f} m and are clipped to {MAX_DEPTH_MM} in {name}_depth.png; "
+                    f"{name}_depth.npy keeps their depth",
+                    err=True,
+                )
+    click.echo(f"wrote {len(images) - len(failures)} of {len(images)} result set(s) to {out_dir}")
+    if failures:
+        raise click.ClickException(f"{len(failures)} image(s) failed:\n  " + "\n  ".join(failures))
 
 
 def _parse_size(value: str) -> tuple[int, int]:
@@ -130,6 +164,10 @@ def _parse_size(value: str) -> tuple[int, int]:
         raise click.BadParameter(f"{value!r}: expected HxW, e.g. 480x640") from None
     if height < 1 or width < 1:
         raise click.BadParameter(f"{value!r}: sides must be positive")
+    if max(height, width) > MAX_SIDE or height * width > MAX_PIXELS:
+        raise click.BadParameter(
+            f"{value!r}: larger than an image can be ({MAX_SIDE} per side, {MAX_PIXELS // 10**6} megapixels)"
+        )
     return height, width
 
 
@@ -138,10 +176,11 @@ def _parse_size(value: str) -> tuple[int, int]:
 @click.option(
     "--backend",
     "backends",
+    type=click.Choice(BACKENDS),
     multiple=True,
     default=("auto",),
     show_default=True,
-    help="Repeat to compare backends.",
+    help="Repeat to compare backends; each is measured in its own process.",
 )
 @click.option(
     "--precision",
@@ -150,7 +189,7 @@ def _parse_size(value: str) -> tuple[int, int]:
     help="[default: fp16 on CUDA, else fp32]",
 )
 @click.option("--size", default="616x1064", show_default=True, help="Input image HxW.")
-@click.option("--batch", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--runs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--device", default=None, help="torch device [default: cuda if available].")
@@ -158,7 +197,9 @@ def _parse_size(value: str) -> tuple[int, int]:
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the PyTorch backend.")
 @click.option("--cuda-graph", is_flag=True, help="Replay CUDA graphs in the TensorRT backend.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.pass_context
 def bench(
+    ctx: click.Context,
     backbone: str,
     backends: tuple[str, ...],
     precision: str | None,
@@ -172,27 +213,49 @@ def bench(
     cuda_graph: bool,
     json_path: Path | None,
 ) -> None:
-    """Latency (p50/p90), throughput and peak memory of predict, per backend."""
-    import dataclasses
+    """Latency (p50/p90), throughput and peak memory of predict, per backend.
+
+    Each backend runs in a fresh process, so its peak memory is its own; one that fails is reported
+    with the reason, after the table of those that ran (exit status 1).
+    """
     import json
 
-    from .benchmark import format_table, run_benchmark
+    from .benchmark import BenchRequest, format_table, measure_in_own_process
     from .io import atomic_write_bytes
-    from .runtime import Metric3D
 
     image_hw = _parse_size(size)
-    results = []
+    log_level = logging.getLogger("trt_metric3d").getEffectiveLevel()
+    results, failures = [], []
     for backend in backends:
-        options = {"compile": compile_, "cuda_graph": cuda_graph}
-        with Metric3D(backbone, backend, precision, device, checkpoint, **options) as runtime:
-            result = run_benchmark(runtime, image_hw, batch, warmup, runs)
-        label = result.backend  # what really ran ("auto" resolved); options only where they apply
-        label += "+compile" if compile_ and label == "torch" else ""
-        label += "+cuda-graph" if cuda_graph and label == "tensorrt" else ""
-        results.append(dataclasses.replace(result, backend=label))
-    click.echo(format_table(results))
+        request = BenchRequest(
+            backbone,
+            backend,
+            precision,
+            device,
+            checkpoint,
+            compile_,
+            cuda_graph,
+            image_hw,
+            batch,
+            warmup,
+            runs,
+        )
+        try:
+            results.append(measure_in_own_process(request, log_level))
+        except Exception as e:  # a measuring harness: report the backend and go on with the next
+            if ctx.meta.get("debug"):
+                raise
+            reason = str(e) if isinstance(e, Metric3DError) else f"{type(e).__name__}: {e}"
+            failures.append({"backend": backend, "error": reason})
+    if results:
+        click.echo(format_table(results))
+    for failure in failures:
+        click.echo(f"{failure['backend']}: failed: {failure['error']}", err=True)
     if json_path is not None:
-        atomic_write_bytes(json_path, json.dumps([r.as_dict() for r in results], indent=1).encode())
+        rows = [r.as_dict() for r in results] + failures
+        atomic_write_bytes(json_path, json.dumps(rows, indent=1).encode())
+    if failures:
+        ctx.exit(1)
 
 
 def _profile_option(value: str | None) -> tuple[int, int, int] | None:
@@ -205,12 +268,15 @@ def _profile_option(value: str | None) -> tuple[int, int, int] | None:
     return batch, height, width
 
 
+# The real defaults (a source checkout's export/ and engines/, else the user cache), shown in --help.
+_EXPORT_HELP = f"[default: {workspace_dir(EXPORT_DIR_ENV, 'export')}, or ${EXPORT_DIR_ENV}]"
+_ENGINES_HELP = f"[default: {workspace_dir(ENGINE_DIR_ENV, 'engines')}, or ${ENGINE_DIR_ENV}]"
+
+
 @main.command()
 @click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option(
-    "--out", "export_dir", type=click.Path(file_okay=False), default=None, help="[default: export/]"
-)
+@click.option("--out", "export_dir", type=click.Path(file_okay=False), default=None, help=_EXPORT_HELP)
 def export(backbone: str, checkpoint: str | None, export_dir: str | None) -> None:
     """ONNX with dynamic batch/height/width (FP32) and its mixed FP16 version for TensorRT."""
     from .engine.pipeline import exported_onnx
@@ -231,12 +297,16 @@ def export(backbone: str, checkpoint: str | None, export_dir: str | None) -> Non
     default=None,
     help="[default: tensorrt if installed, else tensorrt_rtx]",
 )
-@click.option("--workspace", type=float, default=4.0, show_default=True, help="Builder workspace limit, GiB.")
-@click.option("--compute-capability", default=None, help="TensorRT-RTX ahead-of-time target, e.g. SM86.")
 @click.option(
-    "--engines", "engine_dir", type=click.Path(file_okay=False), default=None, help="[default: engines/]"
+    "--workspace",
+    type=click.FloatRange(0, min_open=True),
+    default=4.0,
+    show_default=True,
+    help="Builder workspace limit, GiB.",
 )
-@click.option("--export-dir", type=click.Path(file_okay=False), default=None, help="[default: export/]")
+@click.option("--compute-capability", default=None, help="TensorRT-RTX ahead-of-time target, e.g. SM86.")
+@click.option("--engines", "engine_dir", type=click.Path(file_okay=False), default=None, help=_ENGINES_HELP)
+@click.option("--export-dir", type=click.Path(file_okay=False), default=None, help=_EXPORT_HELP)
 def build(
     backbone: str,
     checkpoint: str | None,
@@ -271,7 +341,7 @@ def build(
             workspace_gib=workspace,
             compute_capability=compute_capability,
         )
-    except (builder.TensorRTNotInstalled, RuntimeError) as e:
+    except RuntimeError as e:  # TensorRT could not parse or build the graph: its reason, no traceback
         raise click.ClickException(str(e)) from e
     click.echo(str(engine))
 
@@ -286,6 +356,14 @@ def _agreement(got: np.ndarray, expected: np.ndarray) -> tuple[float, float, flo
     )
 
 
+def default_calibration_dir() -> Path:
+    """$METRIC3D_CALIBRATION_DIR, else a source checkout's calibration/, else the photos installed
+    with the package (a wheel ships calibration/ as trt_metric3d/calibration)."""
+    folder = workspace_dir(CALIBRATION_DIR_ENV, "calibration")
+    packaged = Path(__file__).resolve().parent / "calibration"
+    return folder if folder.is_dir() or not packaged.is_dir() else packaged
+
+
 @main.command()
 @click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
 @click.option("--backend", type=click.Choice(["tensorrt", "onnxruntime", "torch"]), default="onnxruntime")
@@ -295,7 +373,11 @@ def _agreement(got: np.ndarray, expected: np.ndarray) -> tuple[float, float, flo
 @click.option("--device", default=None, help="torch device of the backend [default: cuda if available].")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option(
-    "--images", "image_paths", multiple=True, type=click.Path(exists=True), help="[default: calibration/]"
+    "--images",
+    "image_paths",
+    multiple=True,
+    type=click.Path(exists=True),
+    help=f"Images or folders [default: {default_calibration_dir()}, or ${CALIBRATION_DIR_ENV}].",
 )
 def check(
     backbone: str,
@@ -309,10 +391,14 @@ def check(
     from .io import find_images, read_image
     from .runtime import Metric3D
 
-    paths = list(image_paths) or [Path(__file__).resolve().parents[1] / "calibration"]
+    paths = list(image_paths) or [default_calibration_dir()]
     images = [(p.name, read_image(p)) for p in find_images(paths)]
     if not images:
-        raise click.UsageError("no images to check with: pass --images")
+        looked = ", ".join(map(str, paths))
+        raise click.UsageError(f"no images to check with in {looked}: pass --images FILE_OR_FOLDER")
+    click.echo(
+        f"checking {backend} against PyTorch fp32 on {len(images)} image(s) from {', '.join(map(str, paths))}"
+    )
     with Metric3D(backbone, "torch", "fp32", "cpu", checkpoint) as reference:
         expected = {name: reference.predict(image, fx=1000.0) for name, image in images}
     click.echo("| image | output | AbsRel | delta<1.25 | max abs error |\n|---|---|---:|---:|---:|")

@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import InputError, WorkspaceError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 EXIF_IFD = 0x8769
 FOCAL_LENGTH_35MM_TAG = 0xA405
@@ -41,12 +43,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def writable_folder(path: str | os.PathLike, fix: str) -> Path:
+    """`path` as a folder this process can write to (created if missing), checked before any long work.
+
+    WorkspaceError naming the folder, the reason and `fix` (e.g. "choose another with --out") otherwise.
+    """
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise WorkspaceError(f"cannot write to the folder {path} ({e.strerror or e}): {fix}") from e
+    return path
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as RGB uint8 H x W x 3 (alpha dropped, grey expanded)."""
     data = np.fromfile(path, dtype=np.uint8)  # fromfile + imdecode also handles non-ASCII paths
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
-        raise ValueError(f"{path}: not a readable image; supported: {', '.join(IMAGE_SUFFIXES)}")
+        raise InputError(f"{path}: not a readable image; supported: {', '.join(IMAGE_SUFFIXES)}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

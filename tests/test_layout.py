@@ -1,0 +1,67 @@
+"""The repository works whatever its folder is called (a `git clone` names it `trt-metric3d`)."""
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from reference import REPO_ROOT
+
+
+@pytest.mark.parametrize("folder", ["trt-metric3d", "trt_metric3d_clone"])
+def test_pytest_runs_in_a_clone_of_any_folder_name(tmp_path, folder):
+    clone = tmp_path / folder
+    (clone / "tests").mkdir(parents=True)
+    for name in ("__init__.py", "conftest.py", "pyproject.toml"):  # what pytest reads at the root
+        shutil.copy(REPO_ROOT / name, clone / name)
+    (clone / "trt_metric3d").symlink_to(REPO_ROOT / "trt_metric3d")  # what the root __init__.py imports
+    (clone / "tests" / "test_probe.py").write_text("def test_probe():\n    assert 1 + 1 == 2\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout + result.stderr
+
+
+def test_every_subpackage_ships():
+    tomllib = pytest.importorskip("tomllib")
+    find_packages = pytest.importorskip("setuptools").find_packages
+
+    listed = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    found = find_packages(str(REPO_ROOT), include=["trt_metric3d*"])
+    assert set(found) <= set(listed), f"add {sorted(set(found) - set(listed))} to pyproject.toml packages"
+
+
+def test_a_wheel_ships_the_calibration_photos(tmp_path):
+    """`check` without --images uses them in an installed (non-editable) package."""
+    pytest.importorskip("setuptools")  # the build backend, used without build isolation (offline)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            tmp_path,
+            ".",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {
+            Path(name).name for name in archive.namelist() if name.startswith("trt_metric3d/calibration/")
+        }
+    expected = {p.name for p in (REPO_ROOT / "calibration").iterdir() if p.suffix == ".jpg"}
+    assert expected and expected <= shipped
