@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from trt_metric3d.cli import main
 from trt_metric3d.engine.builder import ShapeProfile
-from trt_metric3d.engine.cache import EngineCache, EngineSpec
+from trt_metric3d.engine.cache import EngineCache, EngineSpec, read_sidecar
+from trt_metric3d.errors import WorkspaceError
 
 SPEC = EngineSpec(
     backbone="vit-small",
@@ -77,6 +78,52 @@ def test_damaged_files_trigger_rebuild(tmp_path, caplog, damage):
     target.write_bytes(target.read_bytes()[:5])
     assert cache.get_or_build(SPEC, counting_builder(calls)).read_bytes() == b"engine-bytes"
     assert calls == [1, 1] and "rebuilding" in caplog.text
+
+
+UNEXPECTED_SIDECARS = {
+    "a list": b"[1, 2]",
+    "null": b"null",
+    "spec not an object": b'{"spec": "x"}',
+    "no engine hash": json.dumps({"spec": SPEC.as_json()}).encode(),
+    "engine hash not text": json.dumps({"spec": SPEC.as_json(), "engine_sha256": 5}).encode(),
+    "not text": b"\xff\xfe\x00",
+}
+
+
+@pytest.mark.parametrize("content", UNEXPECTED_SIDECARS)
+def test_unexpected_sidecar_triggers_rebuild(tmp_path, caplog, content):
+    cache, calls = EngineCache(tmp_path), []
+    sidecar = cache.get_or_build(SPEC, counting_builder(calls)).with_suffix(".json")
+    sidecar.write_bytes(UNEXPECTED_SIDECARS[content])
+    assert read_sidecar(sidecar) is None
+    cache.get_or_build(SPEC, counting_builder(calls))
+    assert calls == [1, 1] and f"engine sidecar {sidecar} is unreadable" in caplog.text
+    assert read_sidecar(sidecar) == SPEC.as_json()
+
+
+def test_read_sidecar_of_a_missing_file_or_a_folder(tmp_path):
+    assert read_sidecar(tmp_path / "missing.json") is None
+    assert read_sidecar(tmp_path) is None
+
+
+def test_leftovers_of_interrupted_builds_are_removed(tmp_path, caplog):
+    cache, calls = EngineCache(tmp_path), []
+    engine, sidecar = cache.paths(SPEC)
+    leftovers = [tmp_path / f".{engine.name}.u8z_3kq1.tmp", tmp_path / f".{sidecar.name}.0a9b8c7d.tmp"]
+    others = [tmp_path / f".{engine.name}.json.0a9b8c7d.tmp", tmp_path / ".other.engine.0a9b8c7d.tmp"]
+    for path in leftovers + others:
+        path.write_bytes(b"half an engine")
+    cache.get_or_build(SPEC, counting_builder(calls))
+    assert calls == [1] and not any(p.exists() for p in leftovers) and all(p.exists() for p in others)
+    assert all(f"removing {p}, left by an interrupted write" in caplog.text for p in leftovers)
+
+
+def test_engine_folder_under_a_file_is_reported(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    folder = tmp_path / "a-file" / "engines"
+    with pytest.raises(WorkspaceError, match="--engines or METRIC3D_ENGINE_DIR") as raised:
+        EngineCache(folder).get_or_build(SPEC, lambda: pytest.fail("built into an unwritable folder"))
+    assert str(folder) in str(raised.value)
 
 
 def test_engine_that_fails_to_deserialise_is_rebuilt(tmp_path, caplog):

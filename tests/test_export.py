@@ -1,5 +1,8 @@
 """ONNX export (dynamic shapes), parity with PyTorch on ONNX Runtime, FP16 graph, TensorRT-RTX build."""
 
+import logging
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -120,3 +123,65 @@ def test_exporter_chatter_is_kept_out_of_the_host_log(caplog):
             chatty.warning("a real problem")
         chatty.info("after the export")
     assert [r.getMessage() for r in caplog.records] == ["a real problem", "after the export"]
+
+
+class TinyNetwork(torch.nn.Module):
+    """Four outputs shaped like Metric3D's, from one convolution: exports in about a second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 9, 3, padding=1)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = self.conv(image)
+        return y[:, :1].exp(), y[:, 1:2].sigmoid(), y[:, 2:6], y[:, 6:9]
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def torch_log():
+    """What reaches the ONNX exporter's own stderr handler (its logger does not propagate to the root)."""
+    handler, torch_logger = Collect(), logging.getLogger("torch.onnx")
+    torch_logger.addHandler(handler)
+    yield handler.messages
+    torch_logger.removeHandler(handler)
+
+
+def test_export_reports_progress_and_no_torchvision_lines(tmp_path, caplog, torch_log):
+    from trt_metric3d.export import export_onnx
+    from trt_metric3d.export.fp16 import convert_fp16
+
+    fp32, fp16 = tmp_path / "tiny.onnx", tmp_path / "tiny.fp16.onnx"
+    with caplog.at_level(logging.INFO, logger="trt_metric3d"):
+        export_onnx(TinyNetwork(), fp32)
+        convert_fp16(fp32, fp16)
+    ours = [r.getMessage() for r in caplog.records if r.name == "trt_metric3d"]
+    assert ours[0] == "tracing the network and converting it to ONNX"
+    assert re.fullmatch(r"network traced and converted to ONNX in \d+ s", ours[1])
+    assert re.fullmatch(rf"saved {re.escape(str(fp32))} \(\d+\.\d MB\)", ours[2])
+    assert ours[3] == f"converting {fp32} to mixed FP16"
+    assert re.fullmatch(rf"saved {re.escape(str(fp16))} \(\d+\.\d MB\)", ours[4])
+    assert re.fullmatch(r"mixed FP16 conversion done in \d+ s", ours[5]) and len(ours) == 6
+    assert not [m for m in torch_log + [r.getMessage() for r in caplog.records] if "torchvision" in m]
+
+
+def test_quiet_exporter_keeps_the_registry_s_other_warnings(torch_log):
+    from trt_metric3d.export.onnx_export import REGISTRY_LOGGER, _quiet_exporter
+
+    registry = logging.getLogger(REGISTRY_LOGGER)
+    with _quiet_exporter():
+        registry.warning("torchvision is not installed. Skipping %s", "torchvision::nms")
+        registry.warning("'%s' does not have a 'default' overload", "aten::foo")
+    registry.warning("torchvision is not installed. Skipping %s", "after the export")
+    assert torch_log == [
+        "'aten::foo' does not have a 'default' overload",
+        "torchvision is not installed. Skipping after the export",
+    ]

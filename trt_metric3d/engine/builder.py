@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
+from ..errors import InputError, MissingDependency
 from ..export import INPUT_NAME
 from ..model import CANVAS_MULTIPLE
 
@@ -25,7 +26,7 @@ INSTALL_HINT = (
 )
 
 
-class TensorRTNotInstalled(ImportError):
+class TensorRTNotInstalled(MissingDependency):
     pass
 
 
@@ -50,15 +51,40 @@ class ShapeProfile:
     def __post_init__(self) -> None:
         for name, (b, h, w) in (("min", self.min), ("opt", self.opt), ("max", self.max)):
             if b < 1 or h % CANVAS_MULTIPLE or w % CANVAS_MULTIPLE or h <= 0 or w <= 0:
-                raise ValueError(
+                raise InputError(
                     f"profile {name}={b}x{h}x{w}: batch must be >= 1 and height/width positive multiples of "
                     f"{CANVAS_MULTIPLE}"
                 )
         if not all(lo <= mid <= hi for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True)):
-            raise ValueError(f"profile needs min <= opt <= max in every dimension, got {self}")
+            raise InputError(f"profile needs min <= opt <= max in every dimension, got {self}")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def check_workspace(workspace_gib: float) -> None:
+    if not workspace_gib > 0:  # also NaN
+        raise InputError(
+            f"workspace {workspace_gib} GiB: the builder workspace must be > 0 GiB (--workspace)"
+        )
+
+
+def compute_capability_target(trt: ModuleType, value: str) -> str:
+    """The `trt.ComputeCapability` name ("SM86") for "SM86", "sm86", "86" or "8.6"."""
+    enum = getattr(trt, "ComputeCapability", None)  # TensorRT-RTX only
+    targets = [name for name in enum.__members__ if name.startswith("SM")] if enum is not None else []
+    if not targets:
+        raise InputError(
+            f"--compute-capability: {trt.__name__} {trt.__version__} only builds for the GPU it runs on; "
+            "ahead-of-time targets need TensorRT-RTX (pip install tensorrt-rtx, --flavour tensorrt_rtx)"
+        )
+    name = "SM" + value.strip().upper().removeprefix("SM").replace(".", "")
+    if name not in targets:
+        raise InputError(
+            f"--compute-capability {value!r} is not a target of {trt.__name__} {trt.__version__}; "
+            f"choose one of {', '.join(targets)}"
+        )
+    return name
 
 
 BuildProgress = Callable[[str, float], None]  # (top-level build phase, fraction of it done)
@@ -110,10 +136,12 @@ def build_engine(
 ) -> bytes:
     """Parse `onnx_path` into a strongly typed network and build a serialized engine.
 
-    compute_capability (TensorRT-RTX only), e.g. "SM86": build ahead of time for that GPU family,
+    compute_capability (TensorRT-RTX only), e.g. "SM86" or "86": build ahead of time for that GPU family,
     which also works on a machine without a GPU.
     """
     trt, flavour = import_tensorrt(flavour)
+    check_workspace(workspace_gib)
+    target = compute_capability_target(trt, compute_capability) if compute_capability is not None else None
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -127,9 +155,9 @@ def build_engine(
     shapes = builder.create_optimization_profile()
     shapes.set_shape(INPUT_NAME, *((b, 3, h, w) for b, h, w in (profile.min, profile.opt, profile.max)))
     config.add_optimization_profile(shapes)
-    if compute_capability is not None:
+    if target is not None:
         config.num_compute_capabilities = 1
-        config.set_compute_capability(getattr(trt.ComputeCapability, compute_capability), 0)
+        config.set_compute_capability(getattr(trt.ComputeCapability, target), 0)
     monitor = _progress_monitor(trt, progress)
     if monitor is not None:
         config.progress_monitor = monitor

@@ -5,48 +5,81 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from types import ModuleType
 
 from filelock import FileLock
 
+from .. import export
 from ..checkpoint import load_model, resolve_checkpoint
-from .builder import BuildProgress, ShapeProfile, build_engine, import_tensorrt, print_progress
-from .cache import EngineCache, EngineSpec, file_sha256, workspace_dir
+from ..errors import BackendUnavailable
+from ..export import staging
+from ..io import writable_folder
+from .builder import (
+    BuildProgress,
+    ShapeProfile,
+    build_engine,
+    check_workspace,
+    compute_capability_target,
+    import_tensorrt,
+    print_progress,
+)
+from .cache import EngineCache, EngineSpec, file_sha256, remove_stale_temps, workspace_dir
 
 log = logging.getLogger("trt_metric3d")
 
 EXPORT_DIR_ENV = "METRIC3D_EXPORT_DIR"
+EXPORT_DIR_FIX = f"choose another with --out (export), --export-dir (build) or {EXPORT_DIR_ENV}"
+EXPORT_MODULES = ("onnx", "onnxscript")  # torch's ONNX exporter and our FP16 conversion
+
+
+def _needs_export(path: Path) -> bool:
+    """True when `path` must be (re)written: missing, or damaged (said once, naming the file)."""
+    damage = staging.damage(path)
+    if damage is not None and (path.exists() or staging.manifest_path(path).exists()):
+        log.warning("%s cannot be used (%s): exporting it again", path, damage)
+    return damage is not None
 
 
 def exported_onnx(
     backbone: str, checkpoint: str | os.PathLike | None = None, folder: str | os.PathLike | None = None
 ) -> tuple[Path, Path, str]:
-    """(FP32 ONNX, mixed FP16 ONNX, checkpoint sha256), exported once per checkpoint file."""
-    from ..export import export_onnx
-    from ..export.fp16 import convert_fp16
+    """(FP32 ONNX, mixed FP16 ONNX, checkpoint sha256), exported once per checkpoint file.
 
+    Each file is checked against the manifest written with it; a damaged one is exported again.
+    """
+    folder = writable_folder(  # checked before a checkpoint download
+        folder if folder is not None else workspace_dir(EXPORT_DIR_ENV, "export"), EXPORT_DIR_FIX
+    )
     checkpoint = Path(checkpoint) if checkpoint is not None else resolve_checkpoint(backbone)
     digest = file_sha256(checkpoint)
-    folder = Path(folder) if folder is not None else workspace_dir(EXPORT_DIR_ENV, "export")
-    folder.mkdir(parents=True, exist_ok=True)
     fp32 = folder / f"{backbone}-{digest[:12]}.onnx"
     fp16 = fp32.with_suffix(".fp16.onnx")
-    with FileLock(str(fp32) + ".lock"):
-        if not fp32.is_file():
+    with FileLock(str(fp32) + ".lock"):  # held by every writer of both files and their manifests
+        for output in (fp32, fp16, staging.manifest_path(fp32), staging.manifest_path(fp16)):
+            remove_stale_temps(output)
+        redo_fp32 = _needs_export(fp32)
+        redo_fp16 = redo_fp32 or _needs_export(fp16)
+        if redo_fp16:
+            for name in EXPORT_MODULES:  # before minutes spent loading and tracing the model
+                export.import_onnx_extra(name)
+        if redo_fp32:
             log.info("exporting %s to %s", backbone, fp32)
-            export_onnx(load_model(backbone, checkpoint), fp32)
-        if not fp16.is_file():
+            export.export_onnx(load_model(backbone, checkpoint), fp32)
+        if redo_fp16:
+            from ..export.fp16 import convert_fp16
+
             convert_fp16(fp32, fp16)
     return fp32, fp16, digest
 
 
-def target_gpu(compute_capability: str | None) -> tuple[str, str]:
+def target_gpu(trt: ModuleType, compute_capability: str | None) -> tuple[str, str]:
     """(GPU name, compute capability "86"): this machine's CUDA GPU, or an ahead-of-time target."""
     import torch
 
     if compute_capability is not None:
-        return "aot", compute_capability.upper().removeprefix("SM")
+        return "aot", compute_capability_target(trt, compute_capability).removeprefix("SM")
     if not torch.cuda.is_available():
-        raise RuntimeError(
+        raise BackendUnavailable(
             "no CUDA GPU found: TensorRT builds for the GPU it runs on. With tensorrt-rtx you can build "
             "ahead of time for a GPU family: pass --compute-capability (e.g. SM86 for RTX 30xx)"
         )
@@ -73,8 +106,11 @@ def build(
     progress: called with (phase, fraction) while an engine is built (default: printed to stderr).
     """
     trt, flavour = import_tensorrt(flavour)  # fail before the export if TensorRT is missing
+    check_workspace(workspace_gib)
     profile = profile or ShapeProfile()
-    gpu_name, capability = target_gpu(compute_capability)
+    gpu_name, capability = target_gpu(trt, compute_capability)
+    cache = EngineCache(engine_dir)
+    cache.writable_folder()
     _, fp16_onnx, digest = exported_onnx(backbone, checkpoint, export_dir)
     spec = EngineSpec(
         backbone=backbone,
@@ -86,7 +122,6 @@ def build(
         gpu_name=gpu_name,
         compute_capability=capability,
     )
-    cache = EngineCache(engine_dir)
     timing_cache = cache.folder / f"timing-{flavour}{trt.__version__}-sm{capability}.cache"
     return cache.get_or_build(
         spec,

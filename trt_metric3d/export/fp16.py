@@ -15,8 +15,9 @@ tensor crosses between the two precisions; FP16-only weights are stored in FP16.
 from __future__ import annotations
 
 import ast
+import logging
 import os
-import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,6 +26,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .onnx_export import PROTOBUF_LIMIT
+from .staging import save_staged
+
+log = logging.getLogger("trt_metric3d")
 
 FP32_OPS = {"LayerNormalization", "Softmax", "ReduceSum", "ReduceMean", "Pow", "Sqrt", "Exp", "Elu"}
 # Modules whose own (not their children's) operations stay FP32; names as in the exported wrapper.
@@ -133,13 +137,10 @@ def to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Write the mixed-precision version of the FP32 ONNX `src` to `dst` (atomically)."""
+    log.info("converting %s to mixed FP16", src)
+    started = time.perf_counter()
     mixed = to_mixed_fp16(onnx.load(str(src)))
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=f".{dst.name}.") as tmp:
-        staged = Path(tmp) / dst.name
-        weight_bytes = sum(len(t.raw_data) for t in mixed.graph.initializer)
-        onnx.save(mixed, str(staged), save_as_external_data=weight_bytes > PROTOBUF_LIMIT)
-        for produced in sorted(Path(tmp).iterdir(), key=lambda p: p == staged):  # the .onnx itself last
-            os.replace(produced, dst.parent / produced.name)
-    return dst
+    external = sum(len(t.raw_data) for t in mixed.graph.initializer) > PROTOBUF_LIMIT
+    save_staged(Path(dst), lambda staged: onnx.save(mixed, str(staged), save_as_external_data=external))
+    log.info("mixed FP16 conversion done in %.0f s", time.perf_counter() - started)
+    return Path(dst)

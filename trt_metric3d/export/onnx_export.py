@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +23,9 @@ from torch import nn
 
 from ..model import CANVAS_MULTIPLE, Metric3DOutput
 from ..processing import MEAN, STD
+from .staging import save_staged
+
+log = logging.getLogger("trt_metric3d")
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = Metric3DOutput._fields
@@ -31,6 +34,8 @@ MAX_CANVAS_SIDE = 2240  # 80 x 28: room for 616 x 1064 both ways and larger canv
 PROTOBUF_LIMIT = 2**31 - 1  # larger models (vit-giant2) keep their weights in a side file
 # Their INFO lines (hundreds per export: folded constants, rewrites) would flood a host's log.
 EXPORTER_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")
+# Warned on every export: the exporter's registry skips torchvision's operators, which we do not use.
+REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
 
 
 class CanvasNetwork(nn.Module):
@@ -50,6 +55,10 @@ def _parameter_bytes(model: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
+def _not_about_torchvision(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("torchvision is not installed")
+
+
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The exporter's own chatter down to warnings; ours ("exporting ...") stays."""
@@ -57,11 +66,14 @@ def _quiet_exporter() -> Iterator[None]:
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.WARNING)
+    registry = logging.getLogger(REGISTRY_LOGGER)
+    registry.addFilter(_not_about_torchvision)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # deprecations inside torch.export
             yield
     finally:
+        registry.removeFilter(_not_about_torchvision)
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 
@@ -69,7 +81,6 @@ def _quiet_exporter() -> Iterator[None]:
 def export_onnx(network: nn.Module, path: str | os.PathLike) -> Path:
     """Export `network` (fp32, CPU) to `path`; written to a temp folder first, then moved in place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = CanvasNetwork(network.float().cpu()).eval()
     # A batch of 2 at a small canvas: batch 1 would be specialised to a constant by torch.export.
     example = torch.rand(2, 3, 4 * CANVAS_MULTIPLE, 5 * CANVAS_MULTIPLE) * 255
@@ -79,6 +90,8 @@ def export_onnx(network: nn.Module, path: str | os.PathLike) -> Path:
     dynamic = {
         INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=MAX_BATCH), 2: side * rows, 3: side * cols}
     }
+    log.info("tracing the network and converting it to ONNX")
+    started = time.perf_counter()
     with torch.inference_mode(False), torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
             wrapper,
@@ -90,10 +103,6 @@ def export_onnx(network: nn.Module, path: str | os.PathLike) -> Path:
             optimize=True,
             verbose=False,
         )
+    log.info("network traced and converted to ONNX in %.0f s", time.perf_counter() - started)
     external = _parameter_bytes(network) > PROTOBUF_LIMIT
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
-        staged = Path(tmp) / path.name
-        program.save(staged, external_data=external)
-        for produced in sorted(Path(tmp).iterdir(), key=lambda p: p == staged):  # the .onnx itself last
-            os.replace(produced, path.parent / produced.name)
-    return path
+    return save_staged(path, lambda staged: program.save(staged, external_data=external))

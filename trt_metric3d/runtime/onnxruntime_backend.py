@@ -9,11 +9,10 @@ import numpy as np
 import torch
 
 from ..engine.cache import ENGINE_DIR_ENV, workspace_dir
-from ..export import INPUT_NAME, OUTPUT_NAMES
+from ..errors import BackendUnavailable
+from ..export import INPUT_NAME, OUTPUT_NAMES, import_onnx_extra
 from ..model import Metric3DOutput
 from .batching import output_buffers
-
-INSTALL_HINT = "ONNX Runtime is not installed: pip install 'trt-metric3d[onnx]' (or onnxruntime-gpu for CUDA)"
 
 
 def execution_providers(device: torch.device, available: list[str], engine_dir: Path) -> list:
@@ -22,7 +21,7 @@ def execution_providers(device: torch.device, available: list[str], engine_dir: 
     if device.type != "cuda":
         return ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in available:
-        raise RuntimeError(
+        raise BackendUnavailable(
             f"ONNX Runtime has no CUDA provider here ({available}); pip install onnxruntime-gpu"
         )
     index = device.index or 0
@@ -39,13 +38,10 @@ def execution_providers(device: torch.device, available: list[str], engine_dir: 
 
 
 def onnxruntime_providers(device: torch.device, engine_dir: str | os.PathLike | None = None) -> list:
-    """The providers for `device`, checked before any export is spent on them: a clear ImportError
-    or RuntimeError when ONNX Runtime is missing or cannot run there.
+    """The providers for `device`, checked before any export is spent on them: MissingDependency or
+    BackendUnavailable when ONNX Runtime is missing or cannot run there.
     engine_dir: the TensorRT execution provider's engine cache goes in its onnxruntime/."""
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise ImportError(INSTALL_HINT) from e
+    ort = import_onnx_extra("onnxruntime")
     engines = Path(engine_dir) if engine_dir is not None else workspace_dir(ENGINE_DIR_ENV, "engines")
     return execution_providers(device, ort.get_available_providers(), engines / "onnxruntime")
 
@@ -54,8 +50,7 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, onnx_path: str | Path, device: torch.device, providers: list) -> None:
-        import onnxruntime as ort
-
+        ort = import_onnx_extra("onnxruntime")
         self.device = device
         self.session = ort.InferenceSession(str(onnx_path), providers=providers)
 

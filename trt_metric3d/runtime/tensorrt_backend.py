@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..engine.builder import import_tensorrt
+from ..errors import BackendUnavailable, InputError
 from ..export import INPUT_NAME, OUTPUT_NAMES
 from ..model import Metric3DOutput
 from .batching import output_buffers
@@ -24,7 +25,7 @@ from .batching import output_buffers
 log = logging.getLogger("trt_metric3d")
 
 
-class EngineLoadError(RuntimeError):
+class EngineLoadError(BackendUnavailable):
     """The engine file does not deserialise with this TensorRT / GPU."""
 
 
@@ -78,7 +79,7 @@ class TensorRTBackend:
 
     def _bind(self, pixels: torch.Tensor, outputs: list[torch.Tensor]) -> None:
         if not self.context.set_input_shape(INPUT_NAME, tuple(pixels.shape)):
-            raise ValueError(
+            raise InputError(
                 f"canvas batch {tuple(pixels.shape)} is outside the engine's optimisation profile; "
                 "rebuild with a larger --max"
             )
