@@ -154,3 +154,14 @@ def test_check_defaults_to_the_calibration_photos(monkeypatch):
         "coffee.jpg",
         "rocket.jpg",
     ]
+
+
+def test_doctor_names_unreadable_sidecars_and_goes_on(monkeypatch, tmp_path):
+    monkeypatch.setenv("METRIC3D_ENGINE_DIR", str(tmp_path))
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "spec.json").write_text('{"spec": "x"}')
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    for name in ("broken.json", "list.json", "spec.json"):
+        assert f"  {name}: unreadable sidecar" in result.output

@@ -414,14 +414,13 @@ def check(
 def doctor() -> None:
     """Backends, versions and GPU here; cached checkpoints and engines; what to install."""
     import importlib.metadata
-    import json
     import platform
 
     import torch
 
     from .checkpoint import CHECKPOINT_DIR_ENV, HF_REPO, checkpoint_filename
     from .engine.builder import INSTALL_HINT, import_tensorrt
-    from .engine.cache import EngineCache
+    from .engine.cache import EngineCache, read_sidecar
 
     click.echo(
         f"trt-metric3d {importlib.metadata.version('trt-metric3d')}, Python {platform.python_version()}"
@@ -455,10 +454,14 @@ def doctor() -> None:
         where = found or (cached if isinstance(cached, str) else None)
         click.echo(f"checkpoint {backbone}: {where or 'not downloaded yet (fetched on first use)'}")
     cache = EngineCache()
-    sidecars = sorted(cache.folder.glob("*.json")) if cache.folder.is_dir() else []
+    found = sorted(cache.folder.glob("*.json")) if cache.folder.is_dir() else []
+    sidecars = [p for p in found if not p.name.endswith(".manifest.json")]  # ONNX manifests, if shared
     click.echo(f"engines in {cache.folder}: {len(sidecars)}")
     for sidecar in sidecars:
-        spec = json.loads(sidecar.read_text()).get("spec", {})
+        spec = read_sidecar(sidecar)
+        if spec is None:
+            click.echo(f"  {sidecar.name}: unreadable sidecar (its engine is rebuilt on next use)")
+            continue
         click.echo(
             f"  {spec.get('backbone')} {spec.get('precision')} {spec.get('flavour')} "
             f"{spec.get('trt_version')} on {spec.get('gpu_name')} (sm{spec.get('compute_capability')})"
