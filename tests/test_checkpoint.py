@@ -1,5 +1,8 @@
 """Checkpoint resolution order, strict loading and its errors (vit-small, CPU, no network)."""
 
+import os
+import socket
+import time
 from functools import cache
 
 import huggingface_hub
@@ -18,6 +21,7 @@ from trt_metric3d.checkpoint import (
     read_state_dict,
     resolve_checkpoint,
 )
+from trt_metric3d.errors import InputError, Metric3DError
 from trt_metric3d.model import build_model
 
 SMALL_FILE = "metric_depth_vit_small_800k.pth"
@@ -71,8 +75,11 @@ def test_filenames_and_error_types():
         checkpoint_filename("vit-base")
     with pytest.raises(ValueError, match="vit-small, vit-large, vit-giant2"):
         load_model("vit-base", {})
-    assert issubclass(CheckpointError, ValueError)
+    assert issubclass(CheckpointError, ValueError) and issubclass(CheckpointError, Metric3DError)
     assert issubclass(CheckpointNotFoundError, FileNotFoundError)
+    assert issubclass(CheckpointNotFoundError, Metric3DError)
+    with pytest.raises(InputError):
+        checkpoint_filename("vit-base")
     assert ckpt.HF_REPO == "JUGGHM/Metric3D"
 
 
@@ -271,8 +278,34 @@ def test_file_without_tensors(tmp_path, content):
 def test_file_with_objects_weights_only_refuses(tmp_path):
     path = tmp_path / "with_numpy.pth"
     torch.save({"model_state_dict": zeros_state_dict(), "step": np.int64(800_000)}, path)
-    with pytest.raises(CheckpointError, match=r"with_numpy.pth holds Python objects besides tensors \(numpy"):
+    with pytest.raises(CheckpointError, match=r"with_numpy.pth contains Python code.*would call numpy"):
         read_state_dict(path)
+
+
+class RunsAShellCommand:
+    """Pickles as a call to os.system: what a booby-trapped .pth holds."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_file_that_would_run_code_is_refused_and_named(tmp_path):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / SMALL_FILE
+    torch.save({"model_state_dict": zeros_state_dict(), "x": RunsAShellCommand(f"touch {marker}")}, path)
+    with pytest.raises(CheckpointError) as info:
+        read_state_dict(path)
+    message = str(info.value)
+    assert not marker.exists(), "the file's code ran"
+    assert (
+        f"{path} contains Python code" in message and f"would call {os.system.__module__}.system" in message
+    )
+    assert "not loaded, for safety" in message
+    assert "download it again from https://huggingface.co/JUGGHM/Metric3D" in message
+    assert "truncated" not in message and "\n" not in message
 
 
 def test_missing_file_path(tmp_path):
@@ -296,6 +329,7 @@ def no_hub(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(ckpt, "_hub_unreachable", lambda endpoint: None)
     monkeypatch.delenv(ckpt.CHECKPOINT_DIR_ENV, raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     return calls
@@ -329,7 +363,9 @@ def test_hf_cache_when_the_folder_lacks_the_file(no_hub, monkeypatch, tmp_path):
 
 
 def test_download_as_last_resort(no_hub, monkeypatch):
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name: f"/downloaded/{repo}/{name}")
+    monkeypatch.setattr(
+        huggingface_hub, "hf_hub_download", lambda repo, name, endpoint: f"/downloaded/{repo}/{name}"
+    )
     assert (
         str(resolve_checkpoint("vit-giant2"))
         == "/downloaded/JUGGHM/Metric3D/metric_depth_vit_giant2_800k.pth"
@@ -369,3 +405,44 @@ def test_hf_hub_offline_still_uses_the_cache(no_hub, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: str(cached))
     assert resolve_checkpoint("vit-small") == cached and not no_hub
+
+
+# --- an unreachable hub ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def empty_cache(monkeypatch, tmp_path):
+    """Nothing cached, no folder set, HF_HUB_OFFLINE unset: the next step would be a download."""
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.delenv(ckpt.CHECKPOINT_DIR_ENV, raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+def test_unreachable_hub_is_reported_at_once_without_retries(empty_cache, monkeypatch, capfd):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens there
+    start = time.perf_counter()
+    with pytest.raises(CheckpointNotFoundError) as info:
+        resolve_checkpoint("vit-small")
+    elapsed = time.perf_counter() - start
+    message = str(info.value)
+    assert elapsed < ckpt.HUB_PROBE_TIMEOUT_S + 1, f"took {elapsed:.1f} s"
+    assert "the Hugging Face hub http://127.0.0.1:9 is unreachable: offline?" in message
+    assert "cannot connect to 127.0.0.1:9" in message and "HF_HUB_OFFLINE=1 skips this check" in message
+    assert SMALL_FILE in message and "METRIC3D_CHECKPOINT_DIR=/models/metric3d" in message
+    assert "Retry" not in capfd.readouterr().err
+
+
+def test_hub_probe_gives_up_after_its_timeout(monkeypatch):
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(5))  # a silent network
+    start = time.perf_counter()
+    reason = ckpt._hub_unreachable("https://huggingface.co", timeout=0.2)
+    assert time.perf_counter() - start < 1
+    assert reason == "no connection to huggingface.co:443 within 0.2 s"
+
+
+def test_hub_probe_goes_through_a_proxy_and_passes_when_it_answers(monkeypatch):
+    with socket.create_server(("127.0.0.1", 0)) as proxy:
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        assert ckpt._hub_unreachable("https://hub.invalid") is None

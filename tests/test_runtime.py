@@ -112,7 +112,14 @@ def test_closed_runtime_refuses_to_predict(small_model):
         m.predict(np.zeros((8, 8, 3), np.uint8), fx=100.0)
 
 
-def test_auto_tries_tensorrt_then_onnxruntime_then_torch_on_a_gpu(small_model, monkeypatch, caplog):
+@pytest.fixture
+def one_gpu(monkeypatch):
+    """torch sees one CUDA GPU (nothing runs on it: the backends opened are stand-ins or fail first)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+def test_auto_tries_tensorrt_then_onnxruntime_then_torch_on_a_gpu(small_model, monkeypatch, caplog, one_gpu):
     from trt_metric3d.runtime.torch_backend import TorchBackend
 
     tried = []
@@ -178,7 +185,7 @@ def test_onnxruntime_providers_prefer_tensorrt_then_cuda_on_a_gpu(tmp_path):
         execution_providers(torch.device("cuda"), ["CPUExecutionProvider"], tmp_path)
 
 
-def test_onnxruntime_without_cuda_provider_fails_before_exporting(monkeypatch):
+def test_onnxruntime_without_cuda_provider_fails_before_exporting(monkeypatch, one_gpu):
     pytest.importorskip("onnxruntime")
     import trt_metric3d.engine.pipeline as pipeline
 

@@ -5,35 +5,41 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import socket
+import threading
+import urllib.request
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
 
+from .errors import InputError, Metric3DError
 from .model import BACKBONES, CONFIGS, build_model
 
 HF_REPO = "JUGGHM/Metric3D"
 HF_URL = f"https://huggingface.co/{HF_REPO}"
 CHECKPOINT_DIR_ENV = "METRIC3D_CHECKPOINT_DIR"
+HUB_PROBE_TIMEOUT_S = 3.0
 
 _ENCODER = "depth_model.encoder."
 _LIST_LIMIT = 10
 
 
-class CheckpointError(ValueError):
+class CheckpointError(Metric3DError, ValueError):
     """A checkpoint file or state dict that cannot be loaded as it is."""
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(Metric3DError, FileNotFoundError):
     """No local checkpoint, and it could not be downloaded."""
 
 
 def checkpoint_filename(backbone: str) -> str:
     """`metric_depth_vit_{small,large,giant2}_800k.pth`, the official file name for `backbone`."""
     if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
+        raise InputError(f"unknown backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
     return f"metric_depth_vit_{backbone.removeprefix('vit-')}_800k.pth"
 
 
@@ -55,12 +61,55 @@ def _first_line(error: BaseException, limit: int = 200) -> str:
     return f"{type(error).__name__}: {line[:limit]}" if line else type(error).__name__
 
 
+def _hub_endpoint() -> str:
+    """HF_ENDPOINT as huggingface_hub reads it, also when set after huggingface_hub was imported."""
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or constants.ENDPOINT
+
+
+def _first_hop(endpoint: str) -> tuple[str, int]:
+    """(host, port) a download from `endpoint` connects to: the proxy when one is set for it."""
+    url = urlsplit(endpoint)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if not url.hostname:
+        raise ValueError("no host name")
+    return url.hostname, url.port or (443 if url.scheme == "https" else 80)
+
+
+def _hub_unreachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why a download from `endpoint` cannot start (name lookup plus TCP connect failed or took over
+    `timeout` seconds), or None when it can connect. Much faster than huggingface_hub's own retries."""
+    try:
+        host, port = _first_hop(endpoint)
+    except ValueError as e:
+        return f"{endpoint!r} is not a valid URL ({e})"
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout).close()
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(f"cannot connect to {host}:{port}: {e}")
+
+    # getaddrinfo has no timeout of its own: waiting on a thread bounds name lookup and connect together.
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return outcome[0] if outcome else f"no connection to {host}:{port} within {timeout:g} s"
+
+
 def resolve_checkpoint(backbone: str) -> Path:
     """Path of the official checkpoint for `backbone`, looked for in this order:
 
     1. the folder named by $METRIC3D_CHECKPOINT_DIR (when set and the file is there);
     2. the Hugging Face cache (no network);
-    3. a download from https://huggingface.co/JUGGHM/Metric3D (skipped when HF_HUB_OFFLINE=1).
+    3. a download from https://huggingface.co/JUGGHM/Metric3D (or $HF_ENDPOINT), skipped when
+       HF_HUB_OFFLINE=1 and, after a short connection probe, when the hub cannot be reached.
 
     Raises CheckpointNotFoundError, saying where to put the file, when none of these gives it.
     """
@@ -81,11 +130,17 @@ def resolve_checkpoint(backbone: str) -> Path:
         return Path(cached)
 
     cause: Exception | None = None
+    endpoint = _hub_endpoint()
     if _hub_offline():
         attempt = "it was not downloaded because HF_HUB_OFFLINE is set"
+    elif unreachable := _hub_unreachable(endpoint):
+        attempt = (
+            f"the Hugging Face hub {endpoint} is unreachable: offline? ({unreachable}; HF_HUB_OFFLINE=1 "
+            f"skips this check)"
+        )
     else:
         try:
-            return Path(huggingface_hub.hf_hub_download(HF_REPO, filename))
+            return Path(huggingface_hub.hf_hub_download(HF_REPO, filename, endpoint=endpoint))
         except Exception as e:  # offline, network, disk or auth errors: one clear message below
             cause = e
             attempt = f"downloading it failed ({_first_line(e)})"
@@ -99,6 +154,16 @@ def resolve_checkpoint(backbone: str) -> Path:
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading the file
+
+
+def _load_failure(error: BaseException, limit: int = 200) -> str:
+    """torch.load's error in one line, as `_first_line`. A weights-only refusal gives its reason: the
+    last line before the pointer to the docs, after paragraphs of advice that do not apply here."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("Weights only load failed"):
+        return _first_line(error, limit)
+    reason = [line for line in lines if not line.startswith("Check the documentation")][-1]
+    return f"{type(error).__name__}: {reason.removeprefix('WeightsUnpickler error:').strip()[:limit]}"
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -117,16 +182,17 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except MemoryError:
         raise
     except Exception as e:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        reason = _load_failure(e)
+        refused = re.search(r"GLOBAL (\S+)", reason)  # torch names the callable the pickle would call
         if isinstance(e, pickle.UnpicklingError) and refused:
             raise CheckpointError(
-                f"{path} holds Python objects besides tensors ({refused[1]}), which safe loading "
-                f"(torch.load weights_only=True) refuses; the official Metric3D checkpoints hold tensors "
-                f"only: {redownload}"
+                f"{path} contains Python code, not only tensors: loading it would call {refused[1]} (a "
+                f"Python callable), so it was not loaded, for safety; the official Metric3D checkpoints "
+                f"hold tensors only: {redownload}"
             ) from e
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({_first_line(e)}); it may be truncated or "
-            f"corrupt: {redownload}"
+            f"{path} is not a readable PyTorch checkpoint ({reason}); it may be truncated or corrupt: "
+            f"{redownload}"
         ) from e
     if isinstance(content, Mapping) and isinstance(content.get("model_state_dict"), Mapping):
         content = content["model_state_dict"]

@@ -9,12 +9,15 @@ resize and the focal normalisation.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .errors import InputError
 
 CANVAS_HW = (616, 1064)
 MEAN = (123.675, 116.28, 103.53)
@@ -23,6 +26,9 @@ CANONICAL_FOCAL = 1000.0
 # The original pads with cv2.copyMakeBorder(value=MEAN); on a uint8 image OpenCV rounds that
 # colour to these integers, so the padding is not exactly zero after normalisation.
 PAD_RGB_U8 = (124, 116, 104)
+# The network clamps canonical depth to [0.1, 200] (the model configs' max_depth).
+MAX_CANONICAL_DEPTH = 200.0
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # a Python float: comparing to it casts nothing
 
 MAX_SIDE = 32768
 MAX_PIXELS = 100_000_000
@@ -56,7 +62,7 @@ def validate_image(image: np.ndarray) -> np.ndarray:
     nodes do (`x * 255` truncated), so uint8 values survive a `/ 255` round trip exactly.
     """
     if not isinstance(image, np.ndarray):
-        raise ValueError(
+        raise InputError(
             f"image must be a numpy array, got {type(image).__module__}.{type(image).__qualname__}; "
             "convert it first, e.g. np.asarray(pil_image) or tensor.cpu().numpy()"
         )
@@ -70,12 +76,12 @@ def validate_image(image: np.ndarray) -> np.ndarray:
             fix = "it looks like a batch: pass one image at a time, e.g. images[0]"
         else:
             fix = "pass a single RGB image"
-        raise ValueError(f"image must have shape (H, W, 3) (RGB), got shape {shape}; {fix}")
+        raise InputError(f"image must have shape (H, W, 3) (RGB), got shape {shape}; {fix}")
     height, width = shape[:2]
     if height == 0 or width == 0:
-        raise ValueError(f"image is empty (shape {shape}); pass an image with at least one row and column")
+        raise InputError(f"image is empty (shape {shape}); pass an image with at least one row and column")
     if max(height, width) > MAX_SIDE or height * width > MAX_PIXELS:
-        raise ValueError(
+        raise InputError(
             f"image of {height}x{width} is too large: the limit is {MAX_SIDE} pixels per side and "
             f"{MAX_PIXELS // 1_000_000} megapixels; downscale it first (the network sees at most "
             f"{CANVAS_HW[0]}x{CANVAS_HW[1]} anyway)"
@@ -83,15 +89,15 @@ def validate_image(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return np.ascontiguousarray(image)
     if image.dtype not in (np.float32, np.float64):
-        raise ValueError(
+        raise InputError(
             f"image dtype {image.dtype} is not supported; pass uint8 (0..255) or float32/float64 in "
             "[0, 1], e.g. image.astype(np.float32) / 255 for 8-bit data"
         )
     if not np.isfinite(image).all():
-        raise ValueError("image contains NaN or inf values; replace them first, e.g. np.nan_to_num(image)")
+        raise InputError("image contains NaN or inf values; replace them first, e.g. np.nan_to_num(image)")
     low, high = float(image.min()), float(image.max())
     if low < 0.0 or high > 1.0:
-        raise ValueError(
+        raise InputError(
             f"float image values must lie in [0, 1], got [{low:g}, {high:g}]; "
             "for 0..255 data divide by 255 or cast to uint8, otherwise clip to [0, 1]"
         )
@@ -106,7 +112,7 @@ def fit_canvas(height: int, width: int) -> Canvas:
     # int() truncation of the float64 products, as the original: 289 rows * (616/289) -> 615.
     resized_h, resized_w = int(scale * height), int(scale * width)
     if resized_h == 0 or resized_w == 0:
-        raise ValueError(
+        raise InputError(
             f"image of {height}x{width} is too elongated: it would shrink to {resized_h}x{resized_w} "
             f"on the {canvas_h}x{canvas_w} canvas; crop it to a less extreme aspect ratio"
         )
@@ -148,7 +154,7 @@ def preprocess(image: np.ndarray) -> tuple[torch.Tensor, Canvas]:
 def unpad(t: torch.Tensor, canvas: Canvas) -> torch.Tensor:
     """Crop a B x C x canvas tensor to the valid (resized image) region."""
     if tuple(t.shape[-2:]) != canvas.canvas_hw:
-        raise ValueError(f"expected a tensor of spatial size {canvas.canvas_hw}, got shape {tuple(t.shape)}")
+        raise InputError(f"expected a tensor of spatial size {canvas.canvas_hw}, got shape {tuple(t.shape)}")
     top, _, left, _ = canvas.pad
     height, width = canvas.resized_hw
     return t[..., top : top + height, left : left + width]
@@ -159,26 +165,47 @@ def resize_to_image(t: torch.Tensor, canvas: Canvas) -> torch.Tensor:
     return F.interpolate(t, size=canvas.image_hw, mode="bilinear", align_corners=False)
 
 
-def _check_focal(name: str, value: float) -> float:
-    try:
-        focal = float(value)
-    except (TypeError, ValueError):
-        focal = math.nan
+def _describe(value: object) -> str:
+    kind = type(value)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    if isinstance(value, np.ndarray | torch.Tensor):
+        return f"a {name} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return f"{value!r} (a {name})"
+
+
+def _check_focal(name: str, value: object) -> float:
+    """A focal length in pixels as a float: a real number, or a 0-d numpy array / torch tensor of one."""
+    number = value.item() if isinstance(value, np.ndarray | torch.Tensor) and value.ndim == 0 else value
+    # bool is an int subclass: fx=True would silently mean 1 px. (numpy bools are no numbers.Real.)
+    if isinstance(number, bool) or not isinstance(number, numbers.Real):
+        raise InputError(
+            f"{name} must be a real number, the focal length in pixels, got {_describe(value)}; pass "
+            f"e.g. {name}=1400.0, or a list with one value per image"
+        )
+    focal = float(number)
     if not math.isfinite(focal) or focal <= 0:
-        raise ValueError(
+        raise InputError(
             f"{name} must be a finite focal length in pixels > 0, got {value!r}; pass the camera's "
             f"focal length in pixels of this image (f_mm / sensor_width_mm * image_width_px)"
         )
     return focal
 
 
-def metric_scale(canvas: Canvas, fx: float, fy: float) -> float:
+def metric_scale(canvas: Canvas, fx: object, fy: object, names: tuple[str, str] = ("fx", "fy")) -> float:
     """Factor from canonical canvas depth to metres: focal * r / 1000, focal = (fx + fy) / 2.
 
-    The inverse of the original's label_scale_factor = (1000 / focal) / r.
+    The inverse of the original's label_scale_factor = (1000 / focal) / r. `names` are what error
+    messages call fx and fy (e.g. "fx[2]" for the third image of a batch).
     """
-    focal = (_check_focal("fx", fx) + _check_focal("fy", fy)) / 2
-    return focal * canvas.scale / CANONICAL_FOCAL
+    focals = (_check_focal(names[0], fx), _check_focal(names[1], fy))
+    scale = (focals[0] + focals[1]) / 2 * canvas.scale / CANONICAL_FOCAL
+    if MAX_CANONICAL_DEPTH * scale > _FLOAT32_MAX:
+        name, focal = max(zip(names, focals, strict=True), key=lambda named: named[1])
+        raise InputError(
+            f"{name}={focal:g} is absurdly large for a focal length in pixels: the metric depth "
+            f"would overflow float32; pass the camera's focal length in pixels of this image"
+        )
+    return scale
 
 
 def to_metric_depth(depth_canvas: torch.Tensor, canvas: Canvas, fx: float, fy: float) -> torch.Tensor:

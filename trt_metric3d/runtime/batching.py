@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from ..model import Metric3DOutput
 from ..processing import (
     CANVAS_HW,
@@ -68,36 +69,49 @@ def to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
     return [t.numpy() for t in host]
 
 
-def check_image_tensor(images: torch.Tensor) -> None:
-    """B x H x W x 3 float in [0, 1] (ComfyUI IMAGE) or uint8; clear errors otherwise."""
+IMAGE_TENSOR_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_image_tensor(images: torch.Tensor) -> torch.Tensor:
+    """B x H x W x 3 float in [0, 1] (ComfyUI IMAGE) or uint8, detached, half floats as float32.
+
+    Clear InputErrors for any other layout, dtype or value range.
+    """
     shape = tuple(images.shape)
     if images.ndim != 4 or shape[3] != 3:
-        raise ValueError(
+        raise InputError(
             f"an image tensor must be B x H x W x 3 (ComfyUI IMAGE layout), got shape {shape}; "
             "add a batch dimension with images[None] or drop alpha with images[..., :3]"
         )
     if 0 in shape[:3]:
-        raise ValueError(f"empty image tensor (shape {shape})")
+        raise InputError(f"empty image tensor (shape {shape})")
     if max(shape[1:3]) > MAX_SIDE or shape[1] * shape[2] > MAX_PIXELS:
-        raise ValueError(
+        raise InputError(
             f"images of {shape[1]}x{shape[2]} are too large (limit {MAX_SIDE} per side); downscale"
         )
+    if images.dtype not in IMAGE_TENSOR_DTYPES:
+        raise InputError(
+            f"image tensor dtype {images.dtype} is not supported; use float in [0, 1] or uint8, "
+            "e.g. images.float() / 255 for 8-bit data"
+        )
+    images = images.detach()
     if images.dtype == torch.uint8:
-        return
-    if not images.is_floating_point():
-        raise ValueError(f"image tensor dtype {images.dtype} is not supported; use float in [0, 1] or uint8")
+        return images
+    if images.dtype in (torch.float16, torch.bfloat16):
+        images = images.float()
     if not torch.isfinite(images).all():
-        raise ValueError("image tensor contains NaN or inf values")
+        raise InputError("image tensor contains NaN or inf values")
     low, high = images.min().item(), images.max().item()
     if low < 0 or high > 1:
-        raise ValueError(
+        raise InputError(
             f"float image values must lie in [0, 1], got [{low:g}, {high:g}]; divide 0..255 data by 255"
         )
+    return images
 
 
 def canvases_from_tensor(images: torch.Tensor, device: torch.device) -> CanvasBatch:
     """Same-size B x H x W x 3 images; host tensors take the exact OpenCV path, GPU ones stay there."""
-    check_image_tensor(images)
+    images = check_image_tensor(images)
     if images.device.type == "cpu":
         return canvases_from_arrays(list(images.numpy()), device)
     canvas = fit_canvas(images.shape[1], images.shape[2])
@@ -148,15 +162,31 @@ def to_image_size(out: Metric3DOutput, index: int, canvas: Canvas) -> dict[str, 
     }
 
 
+def _is_per_image(value: object) -> bool:
+    if isinstance(value, np.ndarray | torch.Tensor):
+        return value.ndim == 1
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
+def _per_image(name: str, value: object, n: int) -> list[tuple[str, object]]:
+    """(name, value) of fx or fy for each of n images: a 1-d sequence / array / tensor gives one per
+    image, anything else is one value for all (checked as a number by `metric_scale`)."""
+    if not _is_per_image(value):
+        return [(name, value)] * n
+    return [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+
+
 def metric_scales(
     canvases: Sequence[Canvas], fx: float | Sequence[float], fy: float | Sequence[float]
 ) -> list[float]:
     """Per-image metres-per-canonical-unit factors; fx/fy are scalars or one per image."""
     n = len(canvases)
-    fxs = [fx] * n if np.isscalar(fx) else list(fx)
-    fys = [fy] * n if np.isscalar(fy) else list(fy)
+    fxs, fys = _per_image("fx", fx, n), _per_image("fy", fy, n)
     if len(fxs) != n or len(fys) != n:
-        raise ValueError(
+        raise InputError(
             f"got {len(fxs)} fx and {len(fys)} fy values for {n} images; pass one each or a scalar"
         )
-    return [metric_scale(c, x, y) for c, x, y in zip(canvases, fxs, fys, strict=True)]
+    return [
+        metric_scale(canvas, x, y, names=(x_name, y_name))
+        for canvas, (x_name, x), (y_name, y) in zip(canvases, fxs, fys, strict=True)
+    ]

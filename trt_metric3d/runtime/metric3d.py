@@ -12,6 +12,7 @@ import torch
 
 from ..annotator import DEFAULT_RESOLUTION, node_images
 from ..engine.builder import BuildProgress, print_progress
+from ..errors import BackendUnavailable, InputError
 from ..model import BACKBONES
 from ..model.config import CONFIGS
 from .batching import (
@@ -27,12 +28,54 @@ from .batching import (
 log = logging.getLogger("trt_metric3d")
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+PRECISIONS = ("fp16", "fp32")
 # What "auto" tries on a GPU, fastest first; PyTorch always works and ends the list.
 AUTO_ORDER_CUDA = ("tensorrt", "onnxruntime", "torch")
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# Devices besides cpu and cuda that the torch backend runs on, when this torch sees them.
+_OTHER_ACCELERATORS = {
+    "mps": lambda: torch.backends.mps.is_available(),
+    "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
+}
+
+
+def _valid_devices() -> str:
+    others = [kind for kind, available in _OTHER_ACCELERATORS.items() if available()]
+    return ", ".join(["cpu", "cuda", "cuda:N", *others])
+
+
+def _check_cuda(device: torch.device) -> None:
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        if torch.version.cuda is None:
+            build = "this torch is a CPU-only build (torch.version.cuda is None)"
+        else:
+            build = f"torch built for CUDA {torch.version.cuda}: check the driver and CUDA_VISIBLE_DEVICES"
+        raise InputError(
+            f"device {str(device)!r} needs a CUDA GPU, but torch sees none: {build}; use device='cpu'"
+        )
+    if device.index is not None and device.index >= count:
+        raise InputError(
+            f"device {str(device)!r} does not exist: torch sees {count} CUDA GPU(s), cuda:0 to "
+            f"cuda:{count - 1}"
+        )
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The torch device to run on: `device` checked against this machine, or (None) cuda when torch
+    sees a GPU, else cpu. An invalid or absent device raises InputError saying what to use."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"device {device!r} is not valid: use one of {_valid_devices()}") from e
+    if resolved.type == "cuda":
+        _check_cuda(resolved)
+    elif resolved.type != "cpu" and not _OTHER_ACCELERATORS.get(resolved.type, lambda: False)():
+        raise InputError(f"device {str(resolved)!r} is not available here: use one of {_valid_devices()}")
+    return resolved
 
 
 class Metric3D:
@@ -70,23 +113,25 @@ class Metric3D:
         export_dir: where the ONNX files are cached (default: METRIC3D_EXPORT_DIR, likewise export/).
         """
         if backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
+            raise InputError(f"unknown backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+            raise InputError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         if model is not None:  # name what is really running
             model_cfg = getattr(model, "cfg", None)
             backbone = next((name for name, cfg in CONFIGS.items() if cfg == model_cfg), backbone)
         self.backbone = backbone
-        self.device = torch.device(device) if device is not None else _default_device()
+        self.device = resolve_device(device)
         if precision is None:
             precision = "fp16" if self.device.type == "cuda" else "fp32"
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
         self.precision = precision
         self._checkpoint = checkpoint
         self._engine_dir = engine_dir
         self._export_dir = export_dir
         if model is not None:
             if backend not in ("torch", "auto"):
-                raise ValueError(f"a PyTorch model runs on the torch backend, not {backend!r}")
+                raise InputError(f"a PyTorch model runs on the torch backend, not {backend!r}")
             self._backend = self._torch(model, compile)
         elif backend != "auto":
             self._backend = self._open(backend, compile, cuda_graph, build_progress)
@@ -116,9 +161,9 @@ class Metric3D:
             from .tensorrt_backend import TensorRTBackend
 
             if self.device.type != "cuda":
-                raise ValueError(f"TensorRT runs on a CUDA GPU, and this runtime's device is {self.device}")
+                raise InputError(f"TensorRT runs on a CUDA GPU, and this runtime's device is {self.device}")
             if self.precision != "fp16":
-                raise ValueError(
+                raise InputError(
                     "TensorRT engines are built in FP16; use precision='fp16' or another backend"
                 )
             engine = build(
@@ -170,10 +215,11 @@ class Metric3D:
         else:
             arrays = [images] if isinstance(images, np.ndarray) else list(images)
             if not arrays:
-                raise ValueError("no images given")
+                raise InputError("no images given")
             batch = canvases_from_arrays(arrays, self.device)
         scales = metric_scales(batch.canvases, fx, fy)  # checks fx / fy before the forward
         out = self._backend(batch.pixels)
+        self._check_finite(out.depth)
         per_image = [to_image_size(out, i, c) for i, c in enumerate(batch.canvases)]
         for p, s in zip(per_image, scales, strict=True):
             p["depth"] = p["canonical_depth"] * s
@@ -198,7 +244,17 @@ class Metric3D:
 
     def _check_open(self) -> None:
         if self._backend is None:
-            raise RuntimeError("this Metric3D was closed; create a new one")
+            raise BackendUnavailable("this Metric3D was closed; create a new one")
+
+    def _check_finite(self, depth: torch.Tensor) -> None:
+        """Refuse NaN / inf canonical depth (B x 1 x H x W): one reduction; the search only on failure."""
+        if bool(torch.isfinite(depth).all()):
+            return
+        index = next(i for i, image in enumerate(depth) if not bool(torch.isfinite(image).all()))
+        raise BackendUnavailable(
+            f"the {self.backend} backend ({self.precision}) returned NaN or inf depth for image {index}; "
+            "the backend is not working here: try precision='fp32' or backend='torch'"
+        )
 
     def close(self) -> None:
         """Free the backend and its device memory; the object can no longer predict."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InputError
 from ..model import Metric3DOutput
 from ..processing import MEAN, STD
 
@@ -13,9 +14,9 @@ class TorchBackend:
 
     def __init__(self, model: torch.nn.Module, device: torch.device, precision: str, compile: bool = False):
         if precision not in ("fp32", "fp16"):
-            raise ValueError(f"torch backend precision must be fp32 or fp16, got {precision!r}")
+            raise InputError(f"torch backend precision must be fp32 or fp16, got {precision!r}")
         if precision == "fp16" and device.type == "cpu":
-            raise ValueError(
+            raise InputError(
                 "fp16 on the CPU is slower than fp32 and not supported here; use precision='fp32'"
             )
         self.device = device
