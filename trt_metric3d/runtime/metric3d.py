@@ -73,9 +73,21 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise InputError(f"device {device!r} is not valid: use one of {_valid_devices()}") from e
     if resolved.type == "cuda":
         _check_cuda(resolved)
-    elif resolved.type != "cpu" and not _OTHER_ACCELERATORS.get(resolved.type, lambda: False)():
+    elif resolved.type != "cpu" and not _can_allocate_on(resolved):
         raise InputError(f"device {str(resolved)!r} is not available here: use one of {_valid_devices()}")
     return resolved
+
+
+def _can_allocate_on(device: torch.device) -> bool:
+    """Whether tensors can live on `device`: true for mps / xpu / DirectML ("privateuseone") where their
+    torch support is present; a meta device holds no data, so it cannot run a model."""
+    if device.type == "meta":
+        return False
+    try:
+        torch.empty(0, device=device)
+    except Exception:  # torch says "absent" in many ways: RuntimeError, NotImplementedError, import errors
+        return False
+    return True
 
 
 class Metric3D:
