@@ -40,22 +40,11 @@ def test_every_subpackage_ships():
 def test_a_wheel_ships_the_calibration_photos(tmp_path):
     """`check` without --images uses them in an installed (non-editable) package."""
     pytest.importorskip("setuptools")  # the build backend, used without build isolation (offline)
+    source = tmp_path / "source"  # a copy: an in-tree build would leave build/ in the checkout
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info"))
+    wheel_command = ["pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), "."]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            tmp_path,
-            ".",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-m", *wheel_command], cwd=source, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     (wheel,) = tmp_path.glob("*.whl")

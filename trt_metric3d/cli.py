@@ -73,6 +73,16 @@ def _unique_files(paths: list[Path]) -> list[Path]:
     return [p for p in paths if not (p.resolve() in seen or seen.add(p.resolve()))]
 
 
+def _focal_option(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A focal length option checked as predict checks it, before any model loads."""
+    from .processing import check_focal
+
+    try:
+        return None if value is None else check_focal(f"--{param.name}", value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
@@ -80,9 +90,16 @@ def _unique_files(paths: list[Path]) -> list[Path]:
     "--fx",
     type=float,
     default=None,
+    callback=_focal_option,
     help="Horizontal focal length in pixels [default: from EXIF, 35 mm equivalent].",
 )
-@click.option("--fy", type=float, default=None, help="Vertical focal length in pixels [default: fx].")
+@click.option(
+    "--fy",
+    type=float,
+    default=None,
+    callback=_focal_option,
+    help="Vertical focal length in pixels [default: fx].",
+)
 @click.option(
     "--checkpoint",
     type=click.Path(exists=True, dir_okay=False),

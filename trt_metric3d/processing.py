@@ -173,7 +173,7 @@ def _describe(value: object) -> str:
     return f"{value!r} (a {name})"
 
 
-def _check_focal(name: str, value: object) -> float:
+def check_focal(name: str, value: object) -> float:
     """A focal length in pixels as a float: a real number, or a 0-d numpy array / torch tensor of one."""
     number = value.item() if isinstance(value, np.ndarray | torch.Tensor) and value.ndim == 0 else value
     # bool is an int subclass: fx=True would silently mean 1 px. (numpy bools are no numbers.Real.)
@@ -197,7 +197,7 @@ def metric_scale(canvas: Canvas, fx: object, fy: object, names: tuple[str, str] 
     The inverse of the original's label_scale_factor = (1000 / focal) / r. `names` are what error
     messages call fx and fy (e.g. "fx[2]" for the third image of a batch).
     """
-    focals = (_check_focal(names[0], fx), _check_focal(names[1], fy))
+    focals = (check_focal(names[0], fx), check_focal(names[1], fy))
     scale = (focals[0] + focals[1]) / 2 * canvas.scale / CANONICAL_FOCAL
     if MAX_CANONICAL_DEPTH * scale > _FLOAT32_MAX:
         name, focal = max(zip(names, focals, strict=True), key=lambda named: named[1])
