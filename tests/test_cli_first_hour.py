@@ -64,7 +64,8 @@ def test_infer_goes_on_past_a_bad_image_and_lists_it(small_checkpoint, tmp_path)
     result = _infer(str(tmp_path / "in"), "--fx", "100", "--out", str(out), checkpoint=small_checkpoint)
     assert result.exit_code == 1
     assert "wrote 2 of 3 result set(s)" in result.output
-    assert "1 image(s) failed" in result.output and "b_broken.jpg: " in result.output
+    broken = tmp_path / "in" / "b_broken.jpg"
+    assert f"1 image(s) failed:\n  {broken}: not a readable image" in result.output
     assert "not a readable image" in result.output and "Traceback" not in result.output
     assert {p.name for p in out.glob("*_depth.npy")} == {"a_good_depth.npy", "c_good_depth.npy"}
 
@@ -165,3 +166,9 @@ def test_doctor_names_unreadable_sidecars_and_goes_on(monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     for name in ("broken.json", "list.json", "spec.json"):
         assert f"  {name}: unreadable sidecar" in result.output
+
+
+def test_bench_checks_the_json_folder_before_measuring(tmp_path):
+    (tmp_path / "file").write_text("a file, not a folder")
+    result = CliRunner().invoke(main, ["bench", "--json", str(tmp_path / "file" / "bench.json")])
+    assert result.exit_code == 1 and "choose another path with --json" in result.output, result.output

@@ -154,7 +154,7 @@ def infer(
                 focal_x, focal_y, source = _focal_lengths(path, image, fx, fy)
                 written = write_result_set(out_dir, name, runtime.predict(image, focal_x, focal_y))
             except (Metric3DError, OSError) as e:
-                failures.append(f"{path}: {e}")
+                failures.append(str(e) if str(path) in str(e) else f"{path}: {e}")
                 click.echo(f"{step}: failed: {e}", err=True)
                 continue
             click.echo(
@@ -238,9 +238,11 @@ def bench(
     import json
 
     from .benchmark import BenchRequest, format_table, measure_in_own_process
-    from .io import atomic_write_bytes
+    from .io import atomic_write_bytes, writable_folder
 
     image_hw = _parse_size(size)
+    if json_path is not None:  # found now, not after the measurements
+        writable_folder(json_path.parent, "choose another path with --json")
     log_level = logging.getLogger("trt_metric3d").getEffectiveLevel()
     results, failures = [], []
     for backend in backends:
