@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..model import Metric3DOutput
+from ..pointcloud import PointCloud, depth_to_point_cloud
 from ..processing import (
     CANVAS_HW,
     MAX_PIXELS,
@@ -136,6 +137,22 @@ class Prediction:
     normal: np.ndarray  # H x W x 3, unit surface normals (camera frame)
     canonical_depth: np.ndarray  # H x W, depth for a focal length of 1000 px
     canvas: Canvas
+
+    def point_cloud(
+        self,
+        fx: float,
+        fy: float | None = None,
+        cx: float | None = None,
+        cy: float | None = None,
+        stride: int = 1,
+        max_depth: float | None = None,
+        image: np.ndarray | None = None,
+    ) -> PointCloud:
+        """The depth back-projected to camera-frame points (x right, y down, z forward, metres).
+
+        fx / fy: the focal lengths in pixels used for `predict`; see `depth_to_point_cloud`.
+        """
+        return depth_to_point_cloud(self.depth, fx, fy, cx, cy, stride, max_depth, image)
 
 
 @dataclass(frozen=True)
