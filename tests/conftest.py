@@ -3,8 +3,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from reference import synthetic_state_dict
+from reference import REPO_ROOT, synthetic_state_dict
 from trt_metric3d.model import build_model
+
+
+class RootAsFolder:
+    """Collect the repository root as a plain folder, not as a test package.
+
+    The root `__init__.py` is ComfyUI's entry point (a clone in custom_nodes/ is imported as a
+    package). As a package, pytest would import it on its own, which fails in a clone whose folder
+    name is not a Python identifier (`git clone` makes `trt-metric3d`). It is a plugin, registered
+    below, because pytest asks the root's parent folder's hooks how to collect the root.
+    """
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+        return pytest.Dir.from_parent(parent, path=path) if path == REPO_ROOT else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(RootAsFolder(), "trt-metric3d-root-as-folder")
 
 
 @pytest.fixture(scope="session")
