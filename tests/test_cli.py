@@ -137,3 +137,18 @@ def test_check_compares_a_backend_with_pytorch(small_checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     # the torch backend against itself: zero error, every pixel within 1.25
     assert "| small.png | depth | 0.00e+00 | 1.0000 | 0.00e+00 |" in result.output
+
+
+def test_infer_writes_a_point_cloud_with_ply(small_checkpoint, tmp_path):
+    plyfile = pytest.importorskip("plyfile")
+    image = cv2.resize(cv2.imread(str(reference_dir() / "coffee.png")), (45, 30))
+    cv2.imwrite(str(tmp_path / "cup.png"), image)
+    out = tmp_path / "out"
+    args = ["infer", str(tmp_path / "cup.png"), "--fx", "40", "--ply", "--out", str(out)]
+    result = CliRunner().invoke(main, [*args, "--checkpoint", str(small_checkpoint)])
+    assert result.exit_code == 0, result.output
+    vertices = plyfile.PlyData.read(str(out / "cup.ply"))["vertex"]
+    depth = np.load(out / "cup_depth.npy")
+    assert len(vertices) == depth.size
+    np.testing.assert_allclose(vertices["z"], depth.ravel())
+    np.testing.assert_array_equal(vertices["red"], image[..., 2].ravel())  # cv2 wrote BGR

@@ -114,6 +114,7 @@ def _focal_option(ctx: click.Context, param: click.Parameter, value: float | Non
     default=Path("depth_out"),
     show_default=True,
 )
+@click.option("--ply", is_flag=True, help="Also write <name>.ply, the coloured point cloud in metres.")
 def infer(
     paths: tuple[Path, ...],
     backbone: str,
@@ -122,11 +123,13 @@ def infer(
     checkpoint: str | None,
     device: str,
     out_dir: Path,
+    ply: bool,
 ) -> None:
     """Metric depth for images or folders of images.
 
     Writes, per image: <name>_depth.npy (float32 metres), <name>_depth.png (uint16 millimetres),
-    <name>_depth_preview.png (colour) and <name>_normal.png (surface normals as RGB). <name> is the
+    <name>_depth_preview.png (colour), <name>_normal.png (surface normals as RGB) and, with --ply,
+    <name>.ply (binary PLY: x right, y down, z forward, metres, with colours). <name> is the
     file's stem; where two inputs share it, the extension and then folder names are added. An image
     that fails is reported and the others go on; the exit status is then 1.
     """
@@ -152,7 +155,9 @@ def infer(
             try:
                 image = read_image(path)
                 focal_x, focal_y, source = _focal_lengths(path, image, fx, fy)
-                written = write_result_set(out_dir, name, runtime.predict(image, focal_x, focal_y))
+                prediction = runtime.predict(image, focal_x, focal_y)
+                cloud = prediction.point_cloud(focal_x, focal_y, image=image) if ply else None
+                written = write_result_set(out_dir, name, prediction, cloud)
             except (Metric3DError, OSError) as e:
                 failures.append(str(e) if str(path) in str(e) else f"{path}: {e}")
                 click.echo(f"{step}: failed: {e}", err=True)
@@ -172,6 +177,132 @@ def infer(
     click.echo(f"wrote {len(images) - len(failures)} of {len(images)} result set(s) to {out_dir}")
     if failures:
         raise click.ClickException(f"{len(failures)} image(s) failed:\n  " + "\n  ".join(failures))
+
+
+@main.command()
+@click.argument("source", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--camera", type=click.IntRange(0), default=None, help="Read camera N instead of a file.")
+@click.option("--fx", type=float, required=True, callback=_focal_option, help="Focal length in pixels.")
+@click.option("--fy", type=float, default=None, callback=_focal_option, help="[default: fx]")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Colourised depth video, .mp4 or .avi [default for a file: <name>_depth.mp4 here].",
+)
+@click.option("--side-by-side", is_flag=True, help="Input and depth next to each other in --out.")
+@click.option(
+    "--npz", "npz_path", type=click.Path(dir_okay=False, path_type=Path), help="Every frame's depth."
+)
+@click.option(
+    "--frames", "frames_dir", type=click.Path(file_okay=False, path_type=Path), help="A .npy per frame."
+)
+@click.option(
+    "--ply", "ply_dir", type=click.Path(file_okay=False, path_type=Path), help="A point cloud per frame."
+)
+@click.option("--ply-stride", type=click.IntRange(1), default=4, show_default=True, help="Every Nth pixel.")
+@click.option(
+    "--latest/--every-frame",
+    default=None,
+    help="Drop frames that arrive while the model is busy [default: on for a camera, off for a file].",
+)
+@click.option("--max-frames", type=click.IntRange(1), default=None)
+@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option(
+    "--precision", type=click.Choice(["fp32", "fp16"]), default=None, help="[default: fp16 on CUDA]"
+)
+@click.option("--device", default=None, help="torch device [default: cuda if available].")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.pass_context
+def video(
+    ctx: click.Context,
+    source: Path | None,
+    camera: int | None,
+    fx: float,
+    fy: float | None,
+    out: Path | None,
+    side_by_side: bool,
+    npz_path: Path | None,
+    frames_dir: Path | None,
+    ply_dir: Path | None,
+    ply_stride: int,
+    latest: bool | None,
+    max_frames: int | None,
+    backbone: str,
+    backend: str,
+    precision: str | None,
+    device: str | None,
+    checkpoint: str | None,
+) -> None:
+    """Metric depth of a video file or a live camera, frame by frame in a pipelined stream.
+
+    Prints a live FPS / latency line and, at the end (also after Ctrl-C, which finalises every
+    output), frames, dropped frames, p50/p90 latency and FPS.
+    """
+    import contextlib
+    import itertools
+
+    from .io import writable_folder, write_npy
+    from .pointcloud import write_ply
+    from .results import SteadyDepthPreview
+    from .runtime import Metric3D
+    from .video import FrameSource, LiveStatus, NpzWriter, VideoWriter
+
+    if (source is None) == (camera is None):
+        raise click.UsageError("give a video file or --camera N (not both)")
+    if out is None and source is not None and not (npz_path or frames_dir or ply_dir):
+        out = Path(f"{source.stem}_depth.mp4")
+    folders = {
+        "--out": out and out.parent,
+        "--npz": npz_path and npz_path.parent,
+        "--frames": frames_dir,
+        "--ply": ply_dir,
+    }
+    for option, folder in folders.items():
+        if folder is not None:
+            writable_folder(folder, f"choose another with {option}")  # before the model loads
+    fy = fx if fy is None else fy
+    frames = FrameSource(source if camera is None else camera)
+    latest = frames.is_camera if latest is None else latest
+    preview = SteadyDepthPreview()
+    status = LiveStatus()
+    interrupted = False
+    with contextlib.ExitStack() as outputs:
+        writer = outputs.enter_context(VideoWriter(out, frames.fps)) if out is not None else None
+        npz = outputs.enter_context(NpzWriter(npz_path)) if npz_path is not None else None
+        runtime = outputs.enter_context(Metric3D(backbone, backend, precision, device, checkpoint))
+        click.echo(f"{frames.source}: {backbone} ({runtime.backend}, {runtime.precision}, {runtime.device})")
+        results = outputs.enter_context(
+            runtime.stream(itertools.islice(frames, max_frames), fx, fy, latest=latest)
+        )
+        try:
+            for result in results:
+                depth = result.prediction.depth
+                if writer is not None:
+                    image = preview(depth)
+                    writer.write(np.hstack([result.frame, image]) if side_by_side else image)
+                if npz is not None:
+                    npz.add(result.index, depth)
+                if frames_dir is not None:
+                    write_npy(frames_dir / f"frame_{result.index:06d}_depth.npy", depth)
+                if ply_dir is not None:
+                    cloud = result.prediction.point_cloud(fx, fy, stride=ply_stride, image=result.frame)
+                    write_ply(ply_dir / f"frame_{result.index:06d}.ply", cloud)
+                status.update(results.frames_done, results.dropped, result.latency_s)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            status.finish()
+    summary = results.summary()
+    click.echo(
+        f"{summary['frames']} frame(s), {summary['dropped']} dropped, latency p50 {summary['p50_ms']:.0f} ms "
+        f"/ p90 {summary['p90_ms']:.0f} ms, {summary['fps']:.2f} fps"
+        + (f"; wrote {out}" if out is not None and writer.frames else "")
+    )
+    if interrupted:
+        click.echo("interrupted: the outputs hold the frames done so far", err=True)
+        ctx.exit(130)
 
 
 def _parse_size(value: str) -> tuple[int, int]:

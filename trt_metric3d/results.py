@@ -1,4 +1,4 @@
-"""Result files of `infer`: one set per input image, named so that no two inputs of a run collide."""
+"""Result files of `infer` and `video`: names that never collide, depth previews, the writers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from .io import write_npy, write_png
+from .pointcloud import PointCloud, write_ply
 from .runtime import Prediction
 from .visualize import normal_to_image
 
@@ -52,13 +53,39 @@ def result_names(paths: Sequence[Path]) -> list[str]:
                 names[index] = name if levels[index] <= every_folder else f"{name}_{index + 1}"
 
 
-def depth_preview(depth: np.ndarray) -> np.ndarray:
-    """Coloured RGB preview of a depth map: near is warm, far is cool (turbo on inverse depth)."""
+def inverse_depth_range(depth: np.ndarray) -> tuple[float, float]:
+    """The 1st and 99th percentiles of inverse depth: the span a preview's colours cover."""
+    lo, hi = np.percentile(1.0 / np.maximum(depth, 1e-6), (1, 99))
+    return float(lo), float(hi)
+
+
+def depth_preview(depth: np.ndarray, inverse_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Coloured RGB preview of a depth map: near is warm, far is cool (turbo on inverse depth).
+
+    inverse_range: the inverse depths mapped to the ends of the colour map (default: this image's).
+    """
+    lo, hi = inverse_range or inverse_depth_range(depth)
     inverse = 1.0 / np.maximum(depth, 1e-6)
-    lo, hi = np.percentile(inverse, (1, 99))
     scaled = np.clip((inverse - lo) / max(hi - lo, 1e-12), 0, 1)
     bgr = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class SteadyDepthPreview:
+    """Depth previews for a video: the colour range follows the scene slowly, so colours do not flicker
+    from frame to frame as a per-frame range would."""
+
+    def __init__(self, smoothing: float = 0.9) -> None:
+        self.smoothing = smoothing
+        self.inverse_range: tuple[float, float] | None = None
+
+    def __call__(self, depth: np.ndarray) -> np.ndarray:
+        lo, hi = inverse_depth_range(depth)
+        if self.inverse_range is not None:
+            k = self.smoothing
+            lo, hi = k * self.inverse_range[0] + (1 - k) * lo, k * self.inverse_range[1] + (1 - k) * hi
+        self.inverse_range = (lo, hi)
+        return depth_preview(depth, self.inverse_range)
 
 
 @dataclass(frozen=True)
@@ -67,8 +94,11 @@ class WrittenResult:
     clipped_pixels: int  # pixels beyond 65.535 m, stored as 65535 in the millimetre PNG
 
 
-def write_result_set(folder: Path, name: str, prediction: Prediction) -> WrittenResult:
-    """<name>_depth.npy (float32 metres), _depth.png (uint16 millimetres), _depth_preview.png, _normal.png."""
+def write_result_set(
+    folder: Path, name: str, prediction: Prediction, point_cloud: PointCloud | None = None
+) -> WrittenResult:
+    """<name>_depth.npy (float32 metres), _depth.png (uint16 millimetres), _depth_preview.png, _normal.png,
+    and <name>.ply when a point cloud is given."""
     millimetres = np.rint(prediction.depth * 1000)
     clipped = int(np.count_nonzero(millimetres > MAX_DEPTH_MM))
     npy, png, preview, normal = (folder / f"{name}{suffix}" for suffix in RESULT_SUFFIXES)
@@ -78,4 +108,6 @@ def write_result_set(folder: Path, name: str, prediction: Prediction) -> Written
         write_png(preview, depth_preview(prediction.depth)),
         write_png(normal, normal_to_image(prediction.normal)),
     ]
+    if point_cloud is not None:
+        files.append(write_ply(folder / f"{name}.ply", point_cloud))
     return WrittenResult(files, clipped)
