@@ -1,6 +1,6 @@
-"""Time the model forward (batch 1) along several execution paths and print a markdown table.
+"""Time the model forward along several execution paths and print a markdown table.
 
-    python benchmarks/model_paths.py --backbones vit-small vit-large --device cuda
+    python benchmarks/model_paths.py --backbones vit-small vit-large --batches 1 4 --device cuda
     python benchmarks/model_paths.py --backbones vit-small --device cpu --repeats 3
 
 Paths:
@@ -12,6 +12,8 @@ Paths:
   ours-fp32          our model as is: fp32 eager, SDPA, only the returned outputs upsampled.
   ours-fp16          our model under torch.autocast fp16 (CUDA only).
   ours-fp16-compile  torch.compile(model) under autocast fp16 (CUDA only; warm-up compiles).
+  ours-fp16-cudagraph  the torch backend's fp16 forward captured as one CUDA graph and replayed
+                     (`Metric3D(backend="torch", cuda_graph=True)`; CUDA only).
 
 All paths run under torch.inference_mode(). Weights do not change the arithmetic, so the untrained
 network is timed (no checkpoint needed). Before timing, a tiny input checks that original-style
@@ -28,6 +30,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -38,9 +41,10 @@ from trt_metric3d.benchmark import synchronize
 from trt_metric3d.model import BACKBONES, Metric3DNet, build_model
 from trt_metric3d.model.raft import convex_upsample
 from trt_metric3d.model.vit import Attention
+from trt_metric3d.runtime.torch_backend import TorchBackend
 
-PATHS = ("original-style", "ours-fp32", "ours-fp16", "ours-fp16-compile")
-CUDA_ONLY = ("ours-fp16", "ours-fp16-compile")
+PATHS = ("original-style", "ours-fp32", "ours-fp16", "ours-fp16-compile", "ours-fp16-cudagraph")
+CUDA_ONLY = ("ours-fp16", "ours-fp16-compile", "ours-fp16-cudagraph")
 
 
 class NaiveAttention(Attention):
@@ -108,10 +112,16 @@ def check_original_style(model: Metric3DNet, device: torch.device) -> float:
 
 
 def bench_backbone(
-    backbone: str, paths: list[str], device: torch.device, size: tuple[int, int], warmup: int, repeats: int
+    backbone: str,
+    paths: list[str],
+    device: torch.device,
+    size: tuple[int, int],
+    batch: int,
+    warmup: int,
+    repeats: int,
 ) -> list[dict[str, Any]]:
     model = build_model(backbone).eval().to(device)
-    x = torch.randn(1, 3, *size, device=device)
+    x = torch.randn(batch, 3, *size, device=device)
     rows = []
     with torch.inference_mode():
         if "original-style" in paths:
@@ -126,6 +136,10 @@ def bench_backbone(
                     samples, peak = time_path(lambda: model(x), device, warmup, repeats)
             elif path == "ours-fp32":
                 samples, peak = time_path(lambda: model(x), device, warmup, repeats)
+            elif path == "ours-fp16-cudagraph":
+                backend = TorchBackend(model, device, "fp16", cuda_graph=True)
+                pixels = torch.rand(batch, 3, *size, device=device) * 255  # its input: the 0..255 canvas
+                samples, peak = time_path(partial(backend, pixels), device, warmup, repeats)
             else:  # fp16 paths, CUDA only
                 run = torch.compile(model) if path == "ours-fp16-compile" else model
 
@@ -137,6 +151,7 @@ def bench_backbone(
             rows.append(
                 {
                     "backbone": backbone,
+                    "batch": batch,
                     "path": path,
                     "device": device.type,
                     "samples_ms": samples,
@@ -157,6 +172,7 @@ def main() -> None:
     )
     parser.add_argument("--backbones", nargs="+", default=["vit-small", "vit-large"], choices=BACKBONES)
     parser.add_argument("--size", default="616x1064", help="canvas HxW (multiples of 28)")
+    parser.add_argument("--batches", nargs="+", type=int, default=[1], help="batch sizes to time")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
     parser.add_argument("--warmup", type=int, default=2, help="untimed forwards per path (compile: >= 1)")
@@ -170,24 +186,27 @@ def main() -> None:
         if device.type == "cuda"
         else f"CPU, {torch.get_num_threads()} threads"
     )
-    header = f"torch {torch.__version__}, {name}, canvas {height}x{width}, batch 1"
+    header = f"torch {torch.__version__}, {name}, canvas {height}x{width}"
     print(header)
 
     rows = []
     for backbone in args.backbones:
-        rows += bench_backbone(backbone, args.paths, device, (height, width), args.warmup, args.repeats)
+        for batch in args.batches:
+            rows += bench_backbone(
+                backbone, args.paths, device, (height, width), batch, args.warmup, args.repeats
+            )
 
     print()
     print(header)
     print()
-    print("| backbone | path | device | p50 ms | p90 ms | speed-up vs original-style | peak MiB |")
-    print("|---|---|---|---:|---:|---:|---:|")
+    print("| backbone | batch | path | device | p50 ms | p90 ms | speed-up vs original-style | peak MiB |")
+    print("|---|---:|---|---|---:|---:|---:|---:|")
     for r in rows:
         speedup = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
         peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
         print(
-            f"| {r['backbone']} | {r['path']} | {r['device']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} "
-            f"| {speedup} | {peak} |"
+            f"| {r['backbone']} | {r['batch']} | {r['path']} | {r['device']} | {r['p50_ms']:.1f} "
+            f"| {r['p90_ms']:.1f} | {speedup} | {peak} |"
         )
     if args.json:
         with open(args.json, "w") as f:
