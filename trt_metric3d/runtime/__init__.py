@@ -2,5 +2,6 @@
 
 from .batching import DepthBatch, Prediction
 from .metric3d import BACKENDS, Metric3D
+from .stream import FrameStream, StreamResult
 
-__all__ = ["BACKENDS", "DepthBatch", "Metric3D", "Prediction"]
+__all__ = ["BACKENDS", "DepthBatch", "FrameStream", "Metric3D", "Prediction", "StreamResult"]

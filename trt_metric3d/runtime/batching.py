@@ -47,16 +47,26 @@ class CanvasBatch:
     canvases: list[Canvas]
 
 
-def canvases_from_arrays(images: Sequence[np.ndarray], device: torch.device) -> CanvasBatch:
-    """Canvases made on the host (OpenCV, bit-exact), sent as uint8 (a quarter of the float bytes)."""
+def host_canvases(images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[Canvas]]:
+    """Images checked and put on B x 616 x 1064 x 3 uint8 canvases on the host (OpenCV, bit-exact)."""
     canvases_u8, canvases = zip(*(make_canvas(image) for image in images), strict=True)
-    pixels = torch.from_numpy(np.stack(canvases_u8))
-    if device.type == "cuda":
+    return torch.from_numpy(np.stack(canvases_u8)), list(canvases)
+
+
+def upload(canvases_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """B x H x W x 3 uint8 host canvases -> B x 3 x H x W float32 on `device`, sent as uint8 (a quarter
+    of the float bytes)."""
+    if device.type == "cuda" and not canvases_u8.is_pinned():
         # Page-locked staging, so the copy runs asynchronously. torch's pinned-memory allocator
         # caches blocks and reuses one only after the copy that read it has finished.
-        pixels = pixels.pin_memory()
-    pixels = pixels.to(device, non_blocking=True)
-    return CanvasBatch(pixels.permute(0, 3, 1, 2).float(), list(canvases))
+        canvases_u8 = canvases_u8.pin_memory()
+    return canvases_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+
+
+def canvases_from_arrays(images: Sequence[np.ndarray], device: torch.device) -> CanvasBatch:
+    """Canvases made on the host and uploaded to `device`."""
+    canvases_u8, canvases = host_canvases(images)
+    return CanvasBatch(upload(canvases_u8, device), canvases)
 
 
 def to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
@@ -177,6 +187,15 @@ def to_image_size(out: Metric3DOutput, index: int, canvas: Canvas) -> dict[str, 
         "confidence": resize(out.confidence)[0],
         "normal": normal.permute(1, 2, 0),
     }
+
+
+def to_predictions(
+    per_image: Sequence[dict[str, torch.Tensor]], canvases: Sequence[Canvas]
+) -> list[Prediction]:
+    """Host `Prediction`s of `to_image_size` results with metric "depth" added: one wait for all copies."""
+    fields = ("depth", "confidence", "normal", "canonical_depth")
+    host = iter(to_host([p[f] for p in per_image for f in fields]))
+    return [Prediction(**{f: next(host) for f in fields}, canvas=c) for c in canvases]
 
 
 def _is_per_image(value: object) -> bool:

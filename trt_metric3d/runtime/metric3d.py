@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -13,17 +13,19 @@ import torch
 from ..annotator import DEFAULT_RESOLUTION, node_images
 from ..engine.builder import BuildProgress, print_progress
 from ..errors import BackendUnavailable, InputError
-from ..model import BACKBONES
+from ..model import BACKBONES, Metric3DOutput
 from ..model.config import CONFIGS
+from ..processing import Canvas
 from .batching import (
     DepthBatch,
     Prediction,
     canvases_from_arrays,
     canvases_from_tensor,
     metric_scales,
-    to_host,
     to_image_size,
+    to_predictions,
 )
+from .stream import FrameStream
 
 log = logging.getLogger("trt_metric3d")
 
@@ -118,7 +120,9 @@ class Metric3D:
         checkpoint: official .pth path (default: METRIC3D_CHECKPOINT_DIR, HF cache, download).
         compile: torch.compile the PyTorch network.
         model: an already-loaded PyTorch network to run (torch backend); skips checkpoint loading.
-        cuda_graph: TensorRT only: capture one CUDA graph per canvas shape and replay it.
+        cuda_graph: on a CUDA device, TensorRT and PyTorch capture one CUDA graph per input shape and
+        replay it (less launch overhead); ONNX Runtime ignores it; on other devices it is ignored with
+        a log line (there are no CUDA graphs to capture).
         build_progress: called while a missing TensorRT engine is built (it is built on first use).
         engine_dir: where TensorRT engines are cached (default: METRIC3D_ENGINE_DIR, engines/ of a
         source checkout, else ~/.cache/trt-metric3d/engines).
@@ -141,6 +145,10 @@ class Metric3D:
         self._checkpoint = checkpoint
         self._engine_dir = engine_dir
         self._export_dir = export_dir
+        if cuda_graph and self.device.type != "cuda":
+            log.info("Metric3D: cuda_graph ignored: CUDA graphs need a CUDA device, not %s", self.device)
+        # An attribute rather than an argument of _torch: its (model, compile) signature is a test hook.
+        self._cuda_graph = cuda_graph and self.device.type == "cuda"
         if model is not None:
             if backend not in ("torch", "auto"):
                 raise InputError(f"a PyTorch model runs on the torch backend, not {backend!r}")
@@ -204,7 +212,7 @@ class Metric3D:
             from ..checkpoint import load_model
 
             model = load_model(self.backbone, self._checkpoint, device=self.device)
-        return TorchBackend(model, self.device, self.precision, compile=compile)
+        return TorchBackend(model, self.device, self.precision, compile=compile, cuda_graph=self._cuda_graph)
 
     def predict(
         self,
@@ -230,17 +238,52 @@ class Metric3D:
                 raise InputError("no images given")
             batch = canvases_from_arrays(arrays, self.device)
         scales = metric_scales(batch.canvases, fx, fy)  # checks fx / fy before the forward
-        out = self._backend(batch.pixels)
-        self._check_finite(out.depth)
-        per_image = [to_image_size(out, i, c) for i, c in enumerate(batch.canvases)]
-        for p, s in zip(per_image, scales, strict=True):
-            p["depth"] = p["canonical_depth"] * s
+        per_image = self._to_images(self._forward(batch.pixels), batch.canvases, scales)
         if isinstance(images, torch.Tensor):
             return DepthBatch(**{k: torch.stack([p[k] for p in per_image]) for k in per_image[0]})
-        fields = ("depth", "confidence", "normal", "canonical_depth")
-        host = iter(to_host([p[f] for p in per_image for f in fields]))  # one wait for all copies
-        results = [Prediction(**{f: next(host) for f in fields}, canvas=c) for c in batch.canvases]
+        results = to_predictions(per_image, batch.canvases)
         return results[0] if isinstance(images, np.ndarray) else results
+
+    def stream(
+        self,
+        frames: Iterable[np.ndarray | torch.Tensor],
+        fx: float,
+        fy: float | None = None,
+        *,
+        latest: bool = False,
+        queue_size: int = 2,
+    ) -> FrameStream:
+        """Depth of a video or camera, pipelined: iterate the returned `FrameStream` for a `StreamResult`
+        (index, RGB frame, Prediction, latency_s) per frame, in order, each equal to `predict(frame)`.
+
+        frames: any iterable of RGB frames (H x W x 3 uint8 or float in [0, 1] arrays, H x W x 3 or
+                1 x H x W x 3 tensors), e.g. `trt_metric3d.video.FrameSource`. Tensors are put on
+                their canvas on the host, as predict does with CPU tensors (a GPU tensor is copied
+                back: the result carries the frame as a numpy array).
+        fx, fy: the camera's focal lengths in pixels (fy defaults to fx), for every frame.
+        latest: a live source: frames are read as fast as they come and only the newest waiting one
+                is processed; the others are dropped (counted in `FrameStream.dropped`).
+        queue_size: frames waiting between two stages (memory vs. smoothing of uneven stage times).
+        Use it in a `with` block, or close() it, when leaving the loop early with a reference kept.
+        """
+        self._check_open()
+        return FrameStream(self, frames, fx, fy, latest=latest, queue_size=queue_size)
+
+    def _forward(self, pixels: torch.Tensor) -> Metric3DOutput:
+        """The network on B x 3 x H x W canvases on this device; the outputs may be the backend's reused
+        buffers (TensorRT, CUDA graphs), valid until its next call."""
+        self._check_open()
+        return self._backend(pixels)
+
+    def _to_images(
+        self, out: Metric3DOutput, canvases: Sequence[Canvas], scales: Sequence[float]
+    ) -> list[dict[str, torch.Tensor]]:
+        """Each image's outputs on this device, at its own size, with metric "depth" (NaN / inf refused)."""
+        self._check_finite(out.depth)
+        per_image = [to_image_size(out, i, c) for i, c in enumerate(canvases)]
+        for p, s in zip(per_image, scales, strict=True):
+            p["depth"] = p["canonical_depth"] * s
+        return per_image
 
     def controlnet_maps(
         self,
@@ -251,7 +294,7 @@ class Metric3D:
         """The ComfyUI Metric3D nodes' (depth image, normal image) for each RGB image, one forward."""
         self._check_open()
         batch = canvases_from_arrays(list(images), self.device)
-        out = self._backend(batch.pixels)
+        out = self._forward(batch.pixels)
         return [node_images(out, i, c, resolution, upscale) for i, c in enumerate(batch.canvases)]
 
     def _check_open(self) -> None:
