@@ -123,7 +123,9 @@ def measure(request: BenchRequest, log_level: int = logging.WARNING) -> BenchRes
         result = run_benchmark(runtime, request.image_hw, request.batch, request.warmup, request.runs)
     label = result.backend  # options only where they apply
     label += "+compile" if request.compile and label == "torch" else ""
-    label += "+cuda-graph" if request.cuda_graph and label == "tensorrt" else ""
+    label += (
+        "+cuda-graph" if request.cuda_graph and result.device.startswith("cuda") else ""
+    )  # ignored on CPU
     return replace(result, backend=label)
 
 

@@ -1,0 +1,133 @@
+"""Video in and out (OpenCV), the `video` command, and Ctrl-C leaving finished, playable files."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from reference import reference_dir
+from trt_metric3d import Metric3D
+from trt_metric3d.cli import main
+from trt_metric3d.errors import InputError
+from trt_metric3d.video import FrameSource, NpzWriter, VideoWriter
+
+HEIGHT, WIDTH = 60, 80
+
+
+def _clip(path: Path, frames: int = 3) -> Path:
+    """A short clip panning over the coffee photo."""
+    photo = cv2.imread(str(reference_dir() / "coffee.png"))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (WIDTH, HEIGHT))
+    for i in range(frames):
+        writer.write(cv2.resize(photo[:, 20 * i : 20 * i + 400], (WIDTH, HEIGHT)))
+    writer.release()
+    return path
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    return list(FrameSource(path))
+
+
+def test_frame_source_reads_rgb_frames(tmp_path):
+    frames = _frames(_clip(tmp_path / "clip.mp4", frames=4))
+    assert len(frames) == 4 and all(f.shape == (HEIGHT, WIDTH, 3) and f.dtype == np.uint8 for f in frames)
+    bgr = cv2.VideoCapture(str(tmp_path / "clip.mp4")).read()[1]
+    np.testing.assert_array_equal(frames[0], bgr[..., ::-1])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.mp4", "does not exist"),
+        (lambda p: (p / "junk.mp4").write_bytes(b"\0not a video" * 100) and p / "junk.mp4", "junk.mp4"),
+    ],
+    ids=["missing", "corrupt"],
+)
+def test_bad_videos_are_named(tmp_path, make, message):
+    with pytest.raises(InputError, match=message):
+        FrameSource(make(tmp_path))
+
+
+def test_a_camera_that_is_not_there_is_named():
+    with pytest.raises(InputError, match="cannot open camera 99"):
+        FrameSource(99)
+
+
+def test_ctrl_c_leaves_a_finished_playable_video(tmp_path):
+    path = tmp_path / "depth.mp4"
+    frame = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
+    with pytest.raises(KeyboardInterrupt), VideoWriter(path, fps=10) as writer:
+        for _ in range(3):
+            writer.write(frame)
+        raise KeyboardInterrupt
+    assert len(_frames(path)) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["depth.mp4"]
+
+
+def test_a_frame_of_another_size_is_fitted_to_the_video(tmp_path):
+    path = tmp_path / "depth.avi"
+    with VideoWriter(path, fps=10) as writer:
+        writer.write(np.zeros((HEIGHT, WIDTH, 3), np.uint8))
+        writer.write(np.zeros((2 * HEIGHT, WIDTH, 3), np.uint8))
+    frames = _frames(path)
+    assert [f.shape for f in frames] == [(HEIGHT, WIDTH, 3)] * 2
+
+
+def test_npz_writer_streams_frames_into_one_file(tmp_path):
+    depths = [np.full((4, 5), i, np.float32) for i in range(3)]
+    with NpzWriter(tmp_path / "d.npz") as npz:
+        for i, d in enumerate(depths):
+            npz.add(i, d)
+    with np.load(tmp_path / "d.npz") as loaded:
+        assert sorted(loaded.files) == ["frame_000000", "frame_000001", "frame_000002"]
+        np.testing.assert_array_equal(loaded["frame_000002"], depths[2])
+
+
+def test_video_command_writes_depth_equal_to_predict(small_checkpoint, tmp_path):
+    clip = _clip(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    args = ["video", str(clip), "--fx", "70", "--backend", "torch", "--device", "cpu", "--side-by-side"]
+    args += ["--out", str(out / "depth.mp4"), "--npz", str(out / "depth.npz"), "--ply", str(out / "ply")]
+    result = CliRunner().invoke(main, [*args, "--checkpoint", str(small_checkpoint)])
+    assert result.exit_code == 0, result.output
+    assert "3 frame(s), 0 dropped" in result.output and "fps" in result.output
+    video = _frames(out / "depth.mp4")
+    assert len(video) == 3 and video[0].shape == (HEIGHT, 2 * WIDTH, 3)
+    assert len(list((out / "ply").glob("*.ply"))) == 3
+    with Metric3D("vit-small", "torch", "fp32", "cpu", str(small_checkpoint)) as runtime:
+        expected = runtime.predict(_frames(clip)[1], fx=70.0).depth
+    with np.load(out / "depth.npz") as depths:
+        np.testing.assert_array_equal(depths["frame_000001"], expected)
+    assert not [p for p in out.rglob(".*")], "partial files left behind"
+
+
+def test_ctrl_c_during_the_video_command_finalises_the_outputs(small_checkpoint, tmp_path, monkeypatch):
+    from trt_metric3d import results
+
+    calls = []
+
+    def interrupt_on_second_frame(self, depth):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return np.zeros((*depth.shape, 3), np.uint8)
+
+    monkeypatch.setattr(results.SteadyDepthPreview, "__call__", interrupt_on_second_frame)
+    clip = _clip(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    args = ["video", str(clip), "--fx", "70", "--backend", "torch", "--device", "cpu"]
+    args += ["--out", str(out / "depth.mp4"), "--npz", str(out / "depth.npz")]
+    result = CliRunner().invoke(main, [*args, "--checkpoint", str(small_checkpoint)])
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.output
+    assert len(_frames(out / "depth.mp4")) == 1
+    with np.load(out / "depth.npz") as depths:
+        assert len(depths.files) >= 1
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "partial files left behind"
+
+
+def test_video_needs_a_source(small_checkpoint):
+    result = CliRunner().invoke(main, ["video", "--fx", "100", "--checkpoint", str(small_checkpoint)])
+    assert result.exit_code == 2 and "give a video file or --camera N" in result.output
