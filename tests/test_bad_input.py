@@ -220,3 +220,11 @@ def test_other_runtime_arguments(small_model):
         Metric3D(model=small_model, device="cpu", precision="fp16")
     with pytest.raises(InputError, match="unknown backend"):
         Metric3D(backend="tflite")
+
+
+@pytest.mark.parametrize(
+    "images", [None, 3.0, "photo.jpg", Image.new("RGB", (60, 40))], ids=["None", "float", "path", "PIL"]
+)
+def test_predict_names_what_it_got_instead_of_images(runtime, images):
+    with pytest.raises(InputError, match="images must be a numpy array, a list of them or a B x H x W x 3"):
+        runtime.predict(images, fx=500.0)

@@ -232,11 +232,17 @@ class Metric3D:
         fy = fx if fy is None else fy
         if isinstance(images, torch.Tensor):
             batch = canvases_from_tensor(images, self.device)
-        else:
+        elif isinstance(images, np.ndarray | list | tuple):
             arrays = [images] if isinstance(images, np.ndarray) else list(images)
             if not arrays:
                 raise InputError("no images given")
             batch = canvases_from_arrays(arrays, self.device)
+        else:
+            kind = f"{type(images).__module__}.{type(images).__qualname__}"
+            raise InputError(
+                f"images must be a numpy array, a list of them or a B x H x W x 3 tensor, got {kind}; "
+                "convert it first, e.g. np.asarray(pil_image.convert('RGB'))"
+            )
         scales = metric_scales(batch.canvases, fx, fy)  # checks fx / fy before the forward
         per_image = self._to_images(self._forward(batch.pixels), batch.canvases, scales)
         if isinstance(images, torch.Tensor):
