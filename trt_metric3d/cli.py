@@ -247,6 +247,7 @@ def video(
     from .pointcloud import write_ply
     from .results import SteadyDepthPreview
     from .runtime import Metric3D
+    from .runtime.metric3d import resolve_device
     from .video import FrameSource, LiveStatus, NpzWriter, VideoWriter
 
     if (source is None) == (camera is None):
@@ -271,7 +272,11 @@ def video(
     with contextlib.ExitStack() as outputs:
         writer = outputs.enter_context(VideoWriter(out, frames.fps)) if out is not None else None
         npz = outputs.enter_context(NpzWriter(npz_path)) if npz_path is not None else None
-        runtime = outputs.enter_context(Metric3D(backbone, backend, precision, device, checkpoint))
+        # every frame has the same canvas: on a GPU one captured CUDA graph serves the whole stream
+        on_gpu = resolve_device(device).type == "cuda"
+        runtime = outputs.enter_context(
+            Metric3D(backbone, backend, precision, device, checkpoint, cuda_graph=on_gpu)
+        )
         click.echo(f"{frames.source}: {backbone} ({runtime.backend}, {runtime.precision}, {runtime.device})")
         results = outputs.enter_context(
             runtime.stream(itertools.islice(frames, max_frames), fx, fy, latest=latest)
