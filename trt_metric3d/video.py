@@ -29,7 +29,7 @@ class FrameSource:
         self.is_camera = isinstance(source, int)
         if not self.is_camera and not Path(source).is_file():
             raise InputError(f"video {source} does not exist")
-        self._capture = cv2.VideoCapture(source if self.is_camera else str(source))
+        self._capture = self._open(source)
         if not self._capture.isOpened():
             what = f"camera {source}" if self.is_camera else f"video {source}"
             fix = "check that it is connected and not in use" if self.is_camera else "is it a video file?"
@@ -42,6 +42,16 @@ class FrameSource:
             self._capture.release()
             raise InputError(f"{source}: no frame could be decoded (empty, corrupt or unsupported codec)")
         self._first: np.ndarray | None = first[1]
+
+    def _open(self, source: str | os.PathLike | int) -> cv2.VideoCapture:
+        if not self.is_camera:
+            return cv2.VideoCapture(str(source))
+        level = cv2.getLogLevel()
+        cv2.setLogLevel(0)  # OpenCV's own "camera index out of range" lines; the error below says it
+        try:
+            return cv2.VideoCapture(source)
+        finally:
+            cv2.setLogLevel(level)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         try:
