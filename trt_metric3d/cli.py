@@ -13,12 +13,12 @@ import numpy as np
 from .engine.cache import ENGINE_DIR_ENV, workspace_dir
 from .engine.pipeline import EXPORT_DIR_ENV
 from .errors import Metric3DError
+from .export.quantize import CALIBRATION_DIR_ENV, default_calibration_dir
 from .model import BACKBONES
 from .processing import MAX_PIXELS, MAX_SIDE
 from .runtime.metric3d import BACKENDS
 
 DEBUG_ENV = "TRT_METRIC3D_DEBUG"
-CALIBRATION_DIR_ENV = "METRIC3D_CALIBRATION_DIR"
 
 
 def _focal_lengths(
@@ -509,14 +509,6 @@ def _agreement(got: np.ndarray, expected: np.ndarray) -> tuple[float, float, flo
         float(np.mean(ratio < 1.25)),
         float(np.max(np.abs(got - expected))),
     )
-
-
-def default_calibration_dir() -> Path:
-    """$METRIC3D_CALIBRATION_DIR, else a source checkout's calibration/, else the photos installed
-    with the package (a wheel ships calibration/ as trt_metric3d/calibration)."""
-    folder = workspace_dir(CALIBRATION_DIR_ENV, "calibration")
-    packaged = Path(__file__).resolve().parent / "calibration"
-    return folder if folder.is_dir() or not packaged.is_dir() else packaged
 
 
 @main.command()

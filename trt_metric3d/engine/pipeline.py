@@ -1,9 +1,16 @@
-"""Checkpoint -> FP32 ONNX (cached) -> mixed FP16 ONNX (cached) -> TensorRT engine (cached)."""
+"""Checkpoint -> FP32 ONNX (cached) -> mixed FP16 ONNX (cached) -> TensorRT engine (cached).
+
+INT8 / FP8: FP32 ONNX -> calibrated Q/DQ ONNX (cached per calibration set and recipe) -> its mixed
+FP16 version (cached) -> TensorRT engine (cached).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 
@@ -40,6 +47,19 @@ def _needs_export(path: Path) -> bool:
     return damage is not None
 
 
+def _to_redo(chain: tuple[Path, ...]) -> list[bool]:
+    """Per file of `chain` (each made from the one before): whether it must be (re)made. Leftovers of
+    interrupted writes are removed first; call under the lock every writer of the chain holds."""
+    for output in chain:
+        remove_stale_temps(output)
+        remove_stale_temps(staging.manifest_path(output))
+    redo, flags = False, []
+    for output in chain:
+        redo = redo or _needs_export(output)
+        flags.append(redo)
+    return flags
+
+
 def exported_onnx(
     backbone: str, checkpoint: str | os.PathLike | None = None, folder: str | os.PathLike | None = None
 ) -> tuple[Path, Path, str]:
@@ -55,10 +75,7 @@ def exported_onnx(
     fp32 = folder / f"{backbone}-{digest[:12]}.onnx"
     fp16 = fp32.with_suffix(".fp16.onnx")
     with FileLock(str(fp32) + ".lock"):  # held by every writer of both files and their manifests
-        for output in (fp32, fp16, staging.manifest_path(fp32), staging.manifest_path(fp16)):
-            remove_stale_temps(output)
-        redo_fp32 = _needs_export(fp32)
-        redo_fp16 = redo_fp32 or _needs_export(fp16)
+        redo_fp32, redo_fp16 = _to_redo((fp32, fp16))
         if redo_fp16:
             for name in EXPORT_MODULES:  # before minutes spent loading and tracing the model
                 export.import_onnx_extra(name)
@@ -70,6 +87,54 @@ def exported_onnx(
 
             convert_fp16(fp32, fp16)
     return fp32, fp16, digest
+
+
+def quantization_key(precision: str, calibration: list[Path], canvas_hw: tuple[int, int] | None) -> str:
+    """What a Q/DQ graph depends on besides the checkpoint: precision, calibration set, recipe, modelopt."""
+    from ..export import quantize
+
+    record = {
+        "precision": precision,
+        "calibration": quantize.calibration_digest(calibration),
+        "canvas_hw": canvas_hw,
+        "recipe": quantize.RECIPE,
+        "modelopt": version("nvidia-modelopt"),
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def quantized_onnx(
+    backbone: str,
+    precision: str,
+    checkpoint: str | os.PathLike | None = None,
+    folder: str | os.PathLike | None = None,
+    calibration: str | os.PathLike | None = None,
+    canvas_hw: tuple[int, int] | None = None,
+) -> tuple[Path, Path, str]:
+    """(Q/DQ ONNX, its mixed FP16 version for TensorRT, quantization key) for precision int8 or fp8,
+    calibrated once per checkpoint, calibration set and recipe.
+
+    calibration: a folder of photos (default: the bundled calibration/ photos).
+    canvas_hw: calibrate on photos resized to this (height, width) instead of the real canvases (tests).
+    """
+    from ..export import quantize
+
+    quantize.check_precision(precision)
+    photos = quantize.calibration_images(calibration)
+    quantize.import_modelopt()  # before an export and a calibration that would need it
+    fp32, _, digest = exported_onnx(backbone, checkpoint, folder)
+    key = quantization_key(precision, photos, canvas_hw)
+    qdq = fp32.with_name(f"{fp32.stem}.{precision}-{key}.onnx")
+    mixed = qdq.with_suffix(".fp16.onnx")
+    with FileLock(str(qdq) + ".lock"):  # held by every writer of both files and their manifests
+        redo_qdq, redo_mixed = _to_redo((qdq, mixed))
+        if redo_qdq:
+            quantize.quantize_onnx(fp32, qdq, precision, quantize.calibration_canvases(photos, canvas_hw))
+        if redo_mixed:
+            from ..export.fp16 import convert_fp16
+
+            convert_fp16(qdq, mixed)
+    return qdq, mixed, key
 
 
 def target_gpu(trt: ModuleType, compute_capability: str | None) -> tuple[str, str]:

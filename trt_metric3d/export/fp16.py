@@ -30,6 +30,9 @@ from .staging import save_staged
 
 log = logging.getLogger("trt_metric3d")
 
+# Quantize / dequantize pairs (calibrated graphs) run in the precision of the operation they feed, so
+# that TensorRT fuses them into it rather than finding a Cast in between.
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 FP32_OPS = {"LayerNormalization", "Softmax", "ReduceSum", "ReduceMean", "Pow", "Sqrt", "Exp", "Elu"}
 # Modules whose own (not their children's) operations stay FP32; names as in the exported wrapper.
 FP32_SCOPES = {"", "network.depth_model.encoder", "network.depth_model.decoder"}
@@ -77,6 +80,9 @@ def to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     for node in graph.node:
         for index, name in enumerate(node.input):
             consumers[name].append((node, index))
+    for node in reversed(graph.node):  # consumers first: a dequantize, then its quantize
+        if node.op_type in QDQ_OPS:
+            decided[node.name] = all(decided[user.name] for user, _ in consumers[node.output[0]])
 
     def wants_half(node: onnx.NodeProto, index: int) -> bool:
         return not decided[node.name] and index not in FLOAT32_ONLY_INPUTS.get(node.op_type, ())

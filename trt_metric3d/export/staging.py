@@ -62,6 +62,11 @@ def _recorded_files(path: Path) -> dict[str, dict] | None:
     return files
 
 
+def recorded_files(path: Path) -> list[str]:
+    """Names of the files that make up the export at `path` (the .onnx and any external weights)."""
+    return list(_recorded_files(path) or [path.name])
+
+
 def damage(path: Path) -> str | None:
     """Why the export at `path` cannot be used (missing, no valid manifest, changed files), or None."""
     if not path.is_file():

@@ -1,0 +1,135 @@
+"""INT8 / FP8 Q/DQ graphs: calibration on the CPU, agreement with FP32, TensorRT-RTX builds, caching."""
+
+import shutil
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from reference import reference_dir
+from trt_metric3d.engine import pipeline
+from trt_metric3d.errors import InputError, MissingDependency
+from trt_metric3d.export import quantize
+from trt_metric3d.io import read_image
+
+pytest.importorskip("modelopt.onnx.quantization")
+ort = pytest.importorskip("onnxruntime")
+
+CANVAS_HW = (112, 168)  # small canvases keep calibration fast on 2 cores
+PHOTOS = quantize.default_calibration_dir()
+
+
+@pytest.fixture(scope="module", params=quantize.PRECISIONS)
+def quantized(request, small_checkpoint, small_onnx) -> tuple[str, tuple]:
+    """(precision, quantized_onnx(...)) for the synthetic vit-small, calibrated on the bundled photos."""
+    folder = small_onnx[0].parent
+    files = pipeline.quantized_onnx("vit-small", request.param, small_checkpoint, folder, canvas_hw=CANVAS_HW)
+    return request.param, files
+
+
+def _outputs(path, image: np.ndarray) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": image})
+
+
+def _canvas(path) -> np.ndarray:
+    return quantize.calibration_canvases([path], CANVAS_HW)[0]["image"]
+
+
+def test_qdq_graph_runs_on_onnxruntime_cpu_close_to_fp32(quantized, small_onnx):
+    """Held-out images (not calibrated on): depth within 5 % AbsRel (measured at this canvas: <= 3.5 %),
+    normals within 5 degrees on average (measured: <= 2.6)."""
+    precision, (qdq, mixed, _) = quantized
+    for image in (reference_dir() / "coffee.png", reference_dir() / "synth_289x451.png"):
+        canvas = _canvas(image)
+        expected = _outputs(small_onnx[0], canvas)
+        for graph in (qdq, mixed):
+            got = _outputs(graph, canvas)
+            absrel = np.mean(np.abs(got[0] - expected[0]) / expected[0])
+            assert absrel < 0.05, (precision, graph.name, image.name, absrel)
+            cosine = np.sum(got[2][:, :3] * expected[2][:, :3], axis=1)
+            angle = np.degrees(np.arccos(np.clip(cosine, -1, 1))).mean()
+            assert angle < 5.0, (precision, graph.name, image.name, angle)
+
+
+def test_only_the_encoder_is_quantized(quantized):
+    import onnx
+
+    _, (qdq, _, _) = quantized
+    model = onnx.load(str(qdq), load_external_data=False)
+    consumers = {i: node for node in model.graph.node for i in node.input}
+    fed = [consumers[n.output[0]] for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert fed and {n.op_type for n in fed} <= set(quantize.QUANTIZED_OPS)
+    assert {n.name for n in fed} <= set(quantize.quantized_nodes(model))
+
+
+def test_tensorrt_rtx_builds_the_quantized_graph_ahead_of_time(quantized):
+    pytest.importorskip("tensorrt_rtx")
+    from trt_metric3d.engine.builder import ShapeProfile, build_engine
+
+    _, (_, mixed, _) = quantized
+    profile = ShapeProfile(min=(1, 112, 112), opt=(1, 112, 168), max=(1, 168, 224))
+    engine = build_engine(mixed, profile, flavour="tensorrt_rtx", compute_capability="SM89")
+    assert len(engine) > 1_000_000
+
+
+def test_quantized_graph_is_cached(quantized, small_checkpoint, small_onnx, monkeypatch):
+    precision, files = quantized
+    monkeypatch.setattr(quantize, "quantize_onnx", lambda *a: pytest.fail("calibrated again"))
+    again = pipeline.quantized_onnx(
+        "vit-small", precision, small_checkpoint, small_onnx[0].parent, canvas_hw=CANVAS_HW
+    )
+    assert again == files
+
+
+def test_cache_key_changes_with_precision_calibration_and_canvas(tmp_path):
+    photos = quantize.calibration_images(PHOTOS)
+    key = pipeline.quantization_key("int8", photos, CANVAS_HW)
+    assert key == pipeline.quantization_key("int8", list(photos), CANVAS_HW)
+    assert key != pipeline.quantization_key("fp8", photos, CANVAS_HW)
+    assert key != pipeline.quantization_key("int8", photos, None)
+    shutil.copytree(PHOTOS, tmp_path / "photos")
+    (tmp_path / "photos" / "coffee.jpg").write_bytes((tmp_path / "photos" / "rocket.jpg").read_bytes())
+    other = quantize.calibration_images(tmp_path / "photos")
+    assert key != pipeline.quantization_key("int8", other, CANVAS_HW)
+
+
+@pytest.mark.parametrize("count", [0, 1, quantize.MIN_CALIBRATION_IMAGES - 1])
+def test_too_few_calibration_photos_name_the_minimum(tmp_path, count):
+    for path in sorted(PHOTOS.glob("*.jpg"))[:count]:
+        shutil.copy(path, tmp_path)
+    with pytest.raises(InputError, match=f"at least {quantize.MIN_CALIBRATION_IMAGES} photos, found {count}"):
+        quantize.calibration_images(tmp_path)
+
+
+def test_missing_calibration_folder_and_unknown_precision(tmp_path, small_checkpoint):
+    with pytest.raises(InputError, match="--calibration"):
+        quantize.calibration_images(tmp_path / "nowhere")
+    with pytest.raises(InputError, match="int8, fp8"):
+        pipeline.quantized_onnx("vit-small", "int4", small_checkpoint, tmp_path)
+
+
+def test_large_calibration_sets_are_capped(tmp_path):
+    photo = (PHOTOS / "coffee.jpg").read_bytes()
+    for index in range(quantize.MAX_CALIBRATION_IMAGES + 3):
+        (tmp_path / f"{index:03d}.jpg").write_bytes(photo)
+    assert len(quantize.calibration_images(tmp_path)) == quantize.MAX_CALIBRATION_IMAGES
+
+
+def test_real_calibration_canvases_are_landscape_and_portrait():
+    image = read_image(PHOTOS / "coffee.jpg")  # 400 x 600: fills the portrait canvas's width
+    landscape, portrait = (c["image"][0] for c in quantize.calibration_canvases([PHOTOS / "coffee.jpg"]))
+    assert landscape.shape == (3, 616, 1064) and portrait.shape == (3, 1064, 616)
+    rows = np.flatnonzero(np.ptp(portrait, axis=2).max(axis=0) > 0)  # padding rows are one colour
+    photo = portrait[:, rows[0] : rows[-1] + 1].transpose(1, 2, 0)
+    upright = cv2.resize(image, photo.shape[1::-1], interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    assert np.abs(photo - upright).mean() < 3  # upright, not turned on its side
+
+
+def test_missing_modelopt_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "modelopt.onnx.quantization", None)
+    with pytest.raises(MissingDependency, match=r'pip install "trt-metric3d\[quantize\]"'):
+        quantize.import_modelopt()
