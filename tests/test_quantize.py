@@ -6,6 +6,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from reference import reference_dir
 from trt_metric3d.engine import pipeline
@@ -42,7 +43,7 @@ def _canvas(path) -> np.ndarray:
 def test_qdq_graph_runs_on_onnxruntime_cpu_close_to_fp32(quantized, small_onnx):
     """Held-out images (not calibrated on): depth within 5 % AbsRel (measured at this canvas: <= 3.5 %),
     normals within 5 degrees on average (measured: <= 2.6)."""
-    precision, (qdq, mixed, _) = quantized
+    precision, (qdq, mixed, *_) = quantized
     for image in (reference_dir() / "coffee.png", reference_dir() / "synth_289x451.png"):
         canvas = _canvas(image)
         expected = _outputs(small_onnx[0], canvas)
@@ -58,7 +59,7 @@ def test_qdq_graph_runs_on_onnxruntime_cpu_close_to_fp32(quantized, small_onnx):
 def test_only_the_encoder_is_quantized(quantized):
     import onnx
 
-    _, (qdq, _, _) = quantized
+    _, (qdq, *_) = quantized
     model = onnx.load(str(qdq), load_external_data=False)
     consumers = {i: node for node in model.graph.node for i in node.input}
     fed = [consumers[n.output[0]] for n in model.graph.node if n.op_type == "DequantizeLinear"]
@@ -70,7 +71,7 @@ def test_tensorrt_rtx_builds_the_quantized_graph_ahead_of_time(quantized):
     pytest.importorskip("tensorrt_rtx")
     from trt_metric3d.engine.builder import ShapeProfile, build_engine
 
-    _, (_, mixed, _) = quantized
+    _, (_, mixed, *_) = quantized
     profile = ShapeProfile(min=(1, 112, 112), opt=(1, 112, 168), max=(1, 168, 224))
     engine = build_engine(mixed, profile, flavour="tensorrt_rtx", compute_capability="SM89")
     assert len(engine) > 1_000_000
@@ -133,3 +134,65 @@ def test_missing_modelopt_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "modelopt.onnx.quantization", None)
     with pytest.raises(MissingDependency, match=r'pip install "trt-metric3d\[quantize\]"'):
         quantize.import_modelopt()
+
+
+@pytest.fixture
+def calibrated_small(quantized, monkeypatch):
+    """pipeline.quantized_onnx answers with the small-canvas graphs (real canvases take minutes here)."""
+    precision, files = quantized
+    monkeypatch.setattr(pipeline, "quantized_onnx", lambda backbone, asked, *a, **k: files)
+    return precision, files
+
+
+def test_onnxruntime_backend_runs_the_qdq_graph(calibrated_small, small_checkpoint, tmp_path):
+    from trt_metric3d import Metric3D
+
+    precision, (qdq, *_) = calibrated_small
+    with Metric3D("vit-small", "onnxruntime", precision, "cpu", str(small_checkpoint)) as runtime:
+        assert runtime.precision == precision
+        assert runtime._backend.session._model_path == str(qdq)
+        image = read_image(PHOTOS / "chelsea.jpg")[:112, :168]
+        assert np.isfinite(runtime.predict(image, fx=500.0).depth).all()
+
+
+def test_build_records_the_precision_and_calibration(calibrated_small, small_checkpoint, tmp_path):
+    pytest.importorskip("tensorrt_rtx")
+    from trt_metric3d.engine.builder import ShapeProfile
+    from trt_metric3d.engine.cache import read_sidecar
+
+    precision, (*_, key) = calibrated_small
+    profile = ShapeProfile(min=(1, 112, 112), opt=(1, 112, 168), max=(1, 168, 224))
+    engine = pipeline.build(
+        "vit-small",
+        small_checkpoint,
+        profile,
+        flavour="tensorrt_rtx",
+        engine_dir=tmp_path,
+        compute_capability="SM89",
+        precision=precision,
+        progress=lambda *_: None,
+    )
+    spec = read_sidecar(engine.with_suffix(".json"))
+    assert engine.name.startswith(f"vit-small-{precision}-") and spec["quantization"] == key
+
+
+def test_precisions_that_a_backend_cannot_run_are_named(small_checkpoint, tmp_path):
+    from trt_metric3d import Metric3D
+
+    with pytest.raises(InputError, match="tensorrt and onnxruntime backends, not torch"):
+        Metric3D("vit-small", "torch", "int8", "cpu", str(small_checkpoint))
+    with pytest.raises(InputError, match="fp16, int8, fp8, not 'fp32'"):
+        pipeline.build("vit-small", small_checkpoint, precision="fp32", engine_dir=tmp_path)
+
+
+def test_cli_and_nodes_offer_int8_and_fp8():
+    from click.testing import CliRunner
+
+    from trt_metric3d.cli import main
+    from trt_metric3d.comfyui import nodes
+
+    for command in ("build", "export", "check", "bench"):
+        help_text = CliRunner().invoke(main, [command, "--help"]).output
+        assert "int8" in help_text and "fp8" in help_text, command
+    assert {"int8", "fp8"} <= set(nodes.runtime_inputs()["precision"][0])
+    assert nodes.resolve_precision(torch.device("cpu"), "int8") == "int8"

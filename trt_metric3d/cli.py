@@ -11,12 +11,12 @@ import click
 import numpy as np
 
 from .engine.cache import ENGINE_DIR_ENV, workspace_dir
-from .engine.pipeline import EXPORT_DIR_ENV
+from .engine.pipeline import ENGINE_PRECISIONS, EXPORT_DIR_ENV
 from .errors import Metric3DError
 from .export.quantize import CALIBRATION_DIR_ENV, default_calibration_dir
 from .model import BACKBONES
 from .processing import MAX_PIXELS, MAX_SIDE
-from .runtime.metric3d import BACKENDS
+from .runtime.metric3d import BACKENDS, PRECISIONS
 
 DEBUG_ENV = "TRT_METRIC3D_DEBUG"
 
@@ -209,9 +209,7 @@ def infer(
 @click.option("--max-frames", type=click.IntRange(1), default=None)
 @click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option(
-    "--precision", type=click.Choice(["fp32", "fp16"]), default=None, help="[default: fp16 on CUDA]"
-)
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp16 on CUDA]")
 @click.option("--device", default=None, help="torch device [default: cuda if available].")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.pass_context
@@ -337,7 +335,7 @@ def _parse_size(value: str) -> tuple[int, int]:
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16"]),
+    type=click.Choice(PRECISIONS),
     default=None,
     help="[default: fp16 on CUDA, else fp32]",
 )
@@ -426,18 +424,40 @@ def _profile_option(value: str | None) -> tuple[int, int, int] | None:
 # The real defaults (a source checkout's export/ and engines/, else the user cache), shown in --help.
 _EXPORT_HELP = f"[default: {workspace_dir(EXPORT_DIR_ENV, 'export')}, or ${EXPORT_DIR_ENV}]"
 _ENGINES_HELP = f"[default: {workspace_dir(ENGINE_DIR_ENV, 'engines')}, or ${ENGINE_DIR_ENV}]"
+_CALIBRATION_OPTION = click.option(
+    "--calibration",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help=f"Folder of photos like yours to calibrate int8 / fp8 on [default: {default_calibration_dir()}].",
+)
 
 
 @main.command()
 @click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--out", "export_dir", type=click.Path(file_okay=False), default=None, help=_EXPORT_HELP)
-def export(backbone: str, checkpoint: str | None, export_dir: str | None) -> None:
+@click.option(
+    "--precision",
+    type=click.Choice(["int8", "fp8"]),
+    default=None,
+    help="Also the calibrated Q/DQ graph and its mixed FP16 version [default: none].",
+)
+@_CALIBRATION_OPTION
+def export(
+    backbone: str,
+    checkpoint: str | None,
+    export_dir: str | None,
+    precision: str | None,
+    calibration: str | None,
+) -> None:
     """ONNX with dynamic batch/height/width (FP32) and its mixed FP16 version for TensorRT."""
-    from .engine.pipeline import exported_onnx
+    from .engine.pipeline import exported_onnx, quantized_onnx
 
     fp32, fp16, _ = exported_onnx(backbone, checkpoint, export_dir)
     click.echo(f"{fp32}\n{fp16}")
+    if precision is not None:
+        qdq, mixed, *_ = quantized_onnx(backbone, precision, checkpoint, export_dir, calibration)
+        click.echo(f"{qdq}\n{mixed}")
 
 
 @main.command()
@@ -462,6 +482,14 @@ def export(backbone: str, checkpoint: str | None, export_dir: str | None) -> Non
 @click.option("--compute-capability", default=None, help="TensorRT-RTX ahead-of-time target, e.g. SM86.")
 @click.option("--engines", "engine_dir", type=click.Path(file_okay=False), default=None, help=_ENGINES_HELP)
 @click.option("--export-dir", type=click.Path(file_okay=False), default=None, help=_EXPORT_HELP)
+@click.option(
+    "--precision",
+    type=click.Choice(ENGINE_PRECISIONS),
+    default="fp16",
+    show_default=True,
+    help="int8 / fp8: the ViT encoder calibrated and quantized, the rest FP16.",
+)
+@_CALIBRATION_OPTION
 def build(
     backbone: str,
     checkpoint: str | None,
@@ -473,8 +501,11 @@ def build(
     compute_capability: str | None,
     engine_dir: str | None,
     export_dir: str | None,
+    precision: str,
+    calibration: str | None,
 ) -> None:
-    """Checkpoint -> ONNX -> FP16 ONNX -> strongly typed TensorRT engine (each step cached)."""
+    """Checkpoint -> ONNX -> FP16 (or calibrated INT8 / FP8) ONNX -> strongly typed TensorRT engine
+    (each step cached)."""
     from .engine import builder, pipeline
 
     defaults = builder.ShapeProfile()
@@ -495,6 +526,8 @@ def build(
             export_dir=export_dir,
             workspace_gib=workspace,
             compute_capability=compute_capability,
+            precision=precision,
+            calibration=calibration,
         )
     except RuntimeError as e:  # TensorRT could not parse or build the graph: its reason, no traceback
         raise click.ClickException(str(e)) from e
@@ -514,9 +547,7 @@ def _agreement(got: np.ndarray, expected: np.ndarray) -> tuple[float, float, flo
 @main.command()
 @click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
 @click.option("--backend", type=click.Choice(["tensorrt", "onnxruntime", "torch"]), default="onnxruntime")
-@click.option(
-    "--precision", type=click.Choice(["fp32", "fp16"]), default=None, help="[default: fp16 on CUDA]"
-)
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp16 on CUDA]")
 @click.option("--device", default=None, help="torch device of the backend [default: cuda if available].")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option(

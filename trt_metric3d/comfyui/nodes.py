@@ -33,7 +33,8 @@ log = logging.getLogger("trt_metric3d")
 MAX_RESOLUTION = 16384  # ComfyUI's / controlnet_aux's limit
 CATEGORY = "ControlNet Preprocessors/Normal and Depth Estimators"
 BACKENDS = ("auto", "torch", "tensorrt", "onnxruntime")
-PRECISIONS = ("auto", "fp32", "fp16")
+PRECISIONS = ("auto", "fp32", "fp16", "int8", "fp8")
+QUANTIZED = ("int8", "fp8")  # TensorRT or ONNX Runtime; PyTorch runs its own precision instead
 CHUNK = 4  # images per forward: memory stays bounded; the default engine profile's max batch
 BUILD_STEPS = 100  # progress-bar resolution while an engine is built
 
@@ -52,7 +53,10 @@ def managed_model(backbone: str) -> ManagedModel:
 
 
 def resolve_precision(device: torch.device, precision: str) -> str:
-    """fp16 on CUDA unless fp32 is asked for; always fp32 on the CPU (fp16 is slower there)."""
+    """int8 / fp8 as asked; else fp16 on CUDA unless fp32 is asked for; always fp32 on the CPU (fp16 is
+    slower there)."""
+    if precision in QUANTIZED:
+        return precision
     return "fp16" if device.type == "cuda" and precision in ("auto", "fp16") else "fp32"
 
 
@@ -61,10 +65,13 @@ def accelerated_runtime(
 ) -> ManagedRuntime | None:
     """A TensorRT / ONNX Runtime runtime, opened (the engine built) on first use and kept.
 
-    "auto" means TensorRT on a GPU in fp16. None means PyTorch: asked for, or the backend is not
-    available here, which is logged once (per backbone, backend, precision and device).
+    "auto" means TensorRT on a GPU in fp16, int8 or fp8, and ONNX Runtime in int8 / fp8 on the CPU.
+    None means PyTorch: asked for, or the backend is not available here, which is logged once (per
+    backbone, backend, precision and device).
     """
-    if backend == "auto":
+    if backend == "auto" and precision in QUANTIZED:
+        backend = "tensorrt" if device.type == "cuda" else "onnxruntime"
+    elif backend == "auto":
         backend = "tensorrt" if device.type == "cuda" and precision == "fp16" else "torch"
     if backend == "torch":
         return None
@@ -104,10 +111,13 @@ def node_runtime(backbone: str, backend: str, precision: str) -> Metric3D:
     accelerated = accelerated_runtime(backbone, backend, precision, device)
     if accelerated is not None:
         return accelerated.ready()
+    torch_precision = resolve_precision(device, "auto") if precision in QUANTIZED else precision
     network = managed_model(backbone).ready()  # ComfyUI loads it onto the GPU (again) if needed
-    key = (backbone, precision, str(device))
+    key = (backbone, torch_precision, str(device))
     if key not in _on_managed_model:
-        _on_managed_model[key] = Metric3D(model=network, device=device, precision=precision)
+        if torch_precision != precision:  # said once: PyTorch runs no Q/DQ graph
+            log.warning("Metric3D: PyTorch runs in %s, not %s", torch_precision, precision)
+        _on_managed_model[key] = Metric3D(model=network, device=device, precision=torch_precision)
     return _on_managed_model[key]
 
 

@@ -70,6 +70,7 @@ class EngineSpec:
     trt_version: str
     gpu_name: str
     compute_capability: str
+    quantization: str = ""  # the Q/DQ graph's key (calibration set, recipe) for int8 / fp8
 
     def as_json(self) -> dict:
         """The spec as it reads back from a sidecar (tuples become lists)."""

@@ -18,7 +18,7 @@ from filelock import FileLock
 
 from .. import export
 from ..checkpoint import load_model, resolve_checkpoint
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, InputError
 from ..export import staging
 from ..io import writable_folder
 from .builder import (
@@ -36,6 +36,7 @@ log = logging.getLogger("trt_metric3d")
 
 EXPORT_DIR_ENV = "METRIC3D_EXPORT_DIR"
 EXPORT_DIR_FIX = f"choose another with --out (export), --export-dir (build) or {EXPORT_DIR_ENV}"
+ENGINE_PRECISIONS = ("fp16", "int8", "fp8")
 EXPORT_MODULES = ("onnx", "onnxscript")  # torch's ONNX exporter and our FP16 conversion
 
 
@@ -110,9 +111,9 @@ def quantized_onnx(
     folder: str | os.PathLike | None = None,
     calibration: str | os.PathLike | None = None,
     canvas_hw: tuple[int, int] | None = None,
-) -> tuple[Path, Path, str]:
-    """(Q/DQ ONNX, its mixed FP16 version for TensorRT, quantization key) for precision int8 or fp8,
-    calibrated once per checkpoint, calibration set and recipe.
+) -> tuple[Path, Path, str, str]:
+    """(Q/DQ ONNX, its mixed FP16 version for TensorRT, checkpoint sha256, quantization key) for
+    precision int8 or fp8, calibrated once per checkpoint, calibration set and recipe.
 
     calibration: a folder of photos (default: the bundled calibration/ photos).
     canvas_hw: calibrate on photos resized to this (height, width) instead of the real canvases (tests).
@@ -134,7 +135,7 @@ def quantized_onnx(
             from ..export.fp16 import convert_fp16
 
             convert_fp16(qdq, mixed)
-    return qdq, mixed, key
+    return qdq, mixed, digest, key
 
 
 def target_gpu(trt: ModuleType, compute_capability: str | None) -> tuple[str, str]:
@@ -164,34 +165,47 @@ def build(
     compute_capability: str | None = None,
     check_loads: bool = False,
     progress: BuildProgress = print_progress,
+    precision: str = "fp16",
+    calibration: str | os.PathLike | None = None,
 ) -> Path:
-    """The FP16 engine for `backbone`, from the cache or built now.
+    """The engine for `backbone`, from the cache or built now.
 
+    precision: "fp16", or "int8" / "fp8" (calibrated on the photos in `calibration`, default: the
+    bundled calibration/ photos; the rest of the graph in FP16).
     check_loads: deserialise a cached engine first (needs the GPU) and rebuild it if that fails.
     progress: called with (phase, fraction) while an engine is built (default: printed to stderr).
     """
+    if precision not in ENGINE_PRECISIONS:
+        raise InputError(f"engines are built in {', '.join(ENGINE_PRECISIONS)}, not {precision!r}")
     trt, flavour = import_tensorrt(flavour)  # fail before the export if TensorRT is missing
     check_workspace(workspace_gib)
     profile = profile or ShapeProfile()
     gpu_name, capability = target_gpu(trt, compute_capability)
     cache = EngineCache(engine_dir)
     cache.writable_folder()
-    _, fp16_onnx, digest = exported_onnx(backbone, checkpoint, export_dir)
+    if precision == "fp16":
+        _, graph, digest = exported_onnx(backbone, checkpoint, export_dir)
+        quantization = ""
+    else:
+        _, graph, digest, quantization = quantized_onnx(
+            backbone, precision, checkpoint, export_dir, calibration
+        )
     spec = EngineSpec(
         backbone=backbone,
         checkpoint_sha256=digest,
-        precision="fp16",
+        precision=precision,
         profile=profile.as_dict(),
         flavour=flavour,
         trt_version=trt.__version__,
         gpu_name=gpu_name,
         compute_capability=capability,
+        quantization=quantization,
     )
     timing_cache = cache.folder / f"timing-{flavour}{trt.__version__}-sm{capability}.cache"
     return cache.get_or_build(
         spec,
         lambda: build_engine(
-            fp16_onnx,
+            graph,
             profile,
             flavour=flavour,
             workspace_gib=workspace_gib,

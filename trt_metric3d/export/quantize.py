@@ -147,12 +147,13 @@ def _scope(node) -> str | None:
     return None
 
 
-def quantized_nodes(model) -> list[str]:
-    """Names of the nodes the recipe quantizes (see the module docstring)."""
+def quantized_nodes(model, scope: re.Pattern = QUANTIZED_SCOPE) -> list[str]:
+    """Names of the nodes the recipe quantizes (see the module docstring): QUANTIZED_OPS in modules
+    whose name fully matches `scope` (another scope: benchmarks/quantization.py's other recipes)."""
     return [
         node.name
         for node in model.graph.node
-        if node.op_type in QUANTIZED_OPS and QUANTIZED_SCOPE.fullmatch(_scope(node) or "")
+        if node.op_type in QUANTIZED_OPS and scope.fullmatch(_scope(node) or "")
     ]
 
 
@@ -166,16 +167,22 @@ def _with_scopes(quantized, source) -> None:
             node.metadata_props.extend(props[node.name])
 
 
-def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, precision: str, inputs: list[dict]) -> Path:
+def quantize_onnx(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    precision: str,
+    inputs: list[dict],
+    scope: re.Pattern = QUANTIZED_SCOPE,
+) -> Path:
     """Calibrate the FP32 ONNX `src` on `inputs` (calibration_canvases) and write its `precision`
-    Q/DQ graph to `dst` (atomically, with a manifest)."""
+    Q/DQ graph to `dst` (atomically, with a manifest); scope: see quantized_nodes."""
     import onnx
 
     check_precision(precision)
     quantization = import_modelopt()
     src, dst = Path(src), Path(dst)
     source = onnx.load(str(src), load_external_data=False)
-    names = quantized_nodes(source)
+    names = quantized_nodes(source, scope)
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in source.graph.initializer)
     log.info(
         "calibrating %s on %d canvases: %d operations in %s", src.name, len(inputs), len(names), precision

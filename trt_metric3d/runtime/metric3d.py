@@ -30,7 +30,8 @@ from .stream import FrameStream
 log = logging.getLogger("trt_metric3d")
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-PRECISIONS = ("fp16", "fp32")
+PRECISIONS = ("fp16", "fp32", "int8", "fp8")
+QUANTIZED = ("int8", "fp8")  # calibrated Q/DQ graphs: TensorRT and ONNX Runtime only
 # What "auto" tries on a GPU, fastest first; PyTorch always works and ends the list.
 AUTO_ORDER_CUDA = ("tensorrt", "onnxruntime", "torch")
 
@@ -112,11 +113,14 @@ class Metric3D:
         build_progress: BuildProgress = print_progress,
         engine_dir: str | os.PathLike | None = None,
         export_dir: str | os.PathLike | None = None,
+        calibration: str | os.PathLike | None = None,
     ) -> None:
         """backend "auto": on a GPU, TensorRT, then ONNX Runtime's CUDA provider, then PyTorch (the
         first that is installed and works; the log says which and why others were skipped); PyTorch
         on the CPU.
-        precision: "fp16" (default on CUDA) or "fp32" (default on CPU).
+        precision: "fp16" (default on CUDA) or "fp32" (default on CPU); "int8" or "fp8" (TensorRT and
+        ONNX Runtime): the ViT encoder quantized, calibrated once on the photos in `calibration`
+        (default: the bundled calibration/ photos), the rest FP16 (TensorRT) or FP32 (ONNX Runtime).
         checkpoint: official .pth path (default: METRIC3D_CHECKPOINT_DIR, HF cache, download).
         compile: torch.compile the PyTorch network.
         model: an already-loaded PyTorch network to run (torch backend); skips checkpoint loading.
@@ -127,6 +131,7 @@ class Metric3D:
         engine_dir: where TensorRT engines are cached (default: METRIC3D_ENGINE_DIR, engines/ of a
         source checkout, else ~/.cache/trt-metric3d/engines).
         export_dir: where the ONNX files are cached (default: METRIC3D_EXPORT_DIR, likewise export/).
+        calibration: a folder of photos like the ones to run on, for int8 / fp8.
         """
         if backbone not in BACKBONES:
             raise InputError(f"unknown backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
@@ -141,7 +146,13 @@ class Metric3D:
             precision = "fp16" if self.device.type == "cuda" else "fp32"
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if precision in QUANTIZED and (backend == "torch" or model is not None):
+            raise InputError(
+                f"precision {precision!r} runs on the tensorrt and onnxruntime backends, not torch: "
+                "choose one of those, or precision 'fp16' / 'fp32'"
+            )
         self.precision = precision
+        self._calibration = calibration
         self._checkpoint = checkpoint
         self._engine_dir = engine_dir
         self._export_dir = export_dir
@@ -165,8 +176,10 @@ class Metric3D:
 
     def _open_auto(self, compile: bool, cuda_graph: bool, build_progress: BuildProgress):
         order = AUTO_ORDER_CUDA if self.device.type == "cuda" else ("torch",)
-        if self.precision != "fp16":
-            order = tuple(name for name in order if name != "tensorrt")  # engines are FP16
+        if self.precision in QUANTIZED:  # PyTorch runs no Q/DQ graph; ONNX Runtime does, also on the CPU
+            order = ("tensorrt", "onnxruntime") if self.device.type == "cuda" else ("onnxruntime",)
+        elif self.precision != "fp16":
+            order = tuple(name for name in order if name != "tensorrt")  # engines are FP16 or quantized
         for name in order[:-1]:
             try:
                 return self._open(name, compile, cuda_graph, build_progress)
@@ -182,9 +195,9 @@ class Metric3D:
 
             if self.device.type != "cuda":
                 raise InputError(f"TensorRT runs on a CUDA GPU, and this runtime's device is {self.device}")
-            if self.precision != "fp16":
+            if self.precision == "fp32":
                 raise InputError(
-                    "TensorRT engines are built in FP16; use precision='fp16' or another backend"
+                    "TensorRT engines are built in FP16, INT8 or FP8; choose one of those or another backend"
                 )
             engine = build(
                 self.backbone,
@@ -193,15 +206,22 @@ class Metric3D:
                 export_dir=self._export_dir,
                 check_loads=True,
                 progress=build_progress,
+                precision=self.precision,
+                calibration=self._calibration,
             )
             return TensorRTBackend(engine, self.device, cuda_graph=cuda_graph)
         if backend == "onnxruntime":
-            from ..engine.pipeline import exported_onnx
+            from ..engine.pipeline import exported_onnx, quantized_onnx
             from .onnxruntime_backend import OnnxRuntimeBackend, onnxruntime_providers
 
             providers = onnxruntime_providers(self.device, self._engine_dir)  # before a long export
-            fp32, fp16, _ = exported_onnx(self.backbone, self._checkpoint, self._export_dir)
-            onnx = fp16 if self.precision == "fp16" else fp32
+            if self.precision in QUANTIZED:  # the Q/DQ graph with FP32 elsewhere: what the CPU runs best
+                onnx, *_ = quantized_onnx(
+                    self.backbone, self.precision, self._checkpoint, self._export_dir, self._calibration
+                )
+            else:
+                fp32, fp16, _ = exported_onnx(self.backbone, self._checkpoint, self._export_dir)
+                onnx = fp16 if self.precision == "fp16" else fp32
             return OnnxRuntimeBackend(onnx, self.device, providers)
         return self._torch(None, compile)
 
