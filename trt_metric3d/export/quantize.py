@@ -6,8 +6,8 @@ ONNX Runtime on the CPU. The recipe (measured on the calibration photos, see doc
   - quantized: the ViT encoder's matrix products and the patch-embedding convolution, which hold
     nearly all of the encoder's work;
   - kept high precision: everything else. LayerNorm, softmax and the position-embedding resize are
-    never quantized (ViTs lose accuracy there); the DPT decoder and the GRU refinement cost more
-    accuracy than they save time (their activations are outlier-heavy), see QUANTIZED_SCOPE.
+    never quantized (ViTs lose accuracy there); quantizing the DPT decoder and the GRU refinement too
+    costs up to ~1 point of depth AbsRel in INT8 and doubles the worst case in FP8 (docs/benchmarks.md).
 The Q/DQ graph keeps FP32 elsewhere (ONNX Runtime runs it); export/fp16.py turns it into the mixed
 FP16 graph strongly typed TensorRT builds, each Q/DQ pair in the precision of the operation it feeds.
 """
