@@ -12,7 +12,7 @@ import numpy as np
 
 from .engine.cache import ENGINE_DIR_ENV, workspace_dir
 from .engine.pipeline import ENGINE_PRECISIONS, EXPORT_DIR_ENV
-from .errors import Metric3DError
+from .errors import InputError, Metric3DError
 from .export.quantize import CALIBRATION_DIR_ENV, default_calibration_dir
 from .model import BACKBONES
 from .processing import MAX_PIXELS, MAX_SIDE
@@ -25,7 +25,6 @@ def _focal_lengths(
     path: Path, image: np.ndarray, fx: float | None, fy: float | None
 ) -> tuple[float, float, str]:
     """(fx, fy, where they came from): the options, else the image's EXIF 35 mm equivalent."""
-    from .errors import InputError
     from .io import exif_focal_px
 
     if fx is not None:

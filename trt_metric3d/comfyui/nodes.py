@@ -14,6 +14,9 @@ import logging
 import numpy as np
 import torch
 
+from ..export.quantize import (
+    PRECISIONS as QUANTIZED,
+)  # TensorRT or ONNX Runtime; PyTorch runs its own precision instead
 from ..model import BACKBONES
 from ..runtime import Metric3D
 from .host import (
@@ -33,8 +36,7 @@ log = logging.getLogger("trt_metric3d")
 MAX_RESOLUTION = 16384  # ComfyUI's / controlnet_aux's limit
 CATEGORY = "ControlNet Preprocessors/Normal and Depth Estimators"
 BACKENDS = ("auto", "torch", "tensorrt", "onnxruntime")
-PRECISIONS = ("auto", "fp32", "fp16", "int8", "fp8")
-QUANTIZED = ("int8", "fp8")  # TensorRT or ONNX Runtime; PyTorch runs its own precision instead
+PRECISIONS = ("auto", "fp32", "fp16", *QUANTIZED)
 CHUNK = 4  # images per forward: memory stays bounded; the default engine profile's max batch
 BUILD_STEPS = 100  # progress-bar resolution while an engine is built
 

@@ -19,7 +19,7 @@ from filelock import FileLock
 from .. import export
 from ..checkpoint import load_model, resolve_checkpoint
 from ..errors import BackendUnavailable, InputError
-from ..export import staging
+from ..export import quantize, staging
 from ..io import writable_folder
 from .builder import (
     BuildProgress,
@@ -36,7 +36,7 @@ log = logging.getLogger("trt_metric3d")
 
 EXPORT_DIR_ENV = "METRIC3D_EXPORT_DIR"
 EXPORT_DIR_FIX = f"choose another with --out (export), --export-dir (build) or {EXPORT_DIR_ENV}"
-ENGINE_PRECISIONS = ("fp16", "int8", "fp8")
+ENGINE_PRECISIONS = ("fp16", *quantize.PRECISIONS)
 EXPORT_MODULES = ("onnx", "onnxscript")  # torch's ONNX exporter and our FP16 conversion
 
 
@@ -92,8 +92,6 @@ def exported_onnx(
 
 def quantization_key(precision: str, calibration: list[Path], canvas_hw: tuple[int, int] | None) -> str:
     """What a Q/DQ graph depends on besides the checkpoint: precision, calibration set, recipe, modelopt."""
-    from ..export import quantize
-
     record = {
         "precision": precision,
         "calibration": quantize.calibration_digest(calibration),
@@ -118,8 +116,6 @@ def quantized_onnx(
     calibration: a folder of photos (default: the bundled calibration/ photos).
     canvas_hw: calibrate on photos resized to this (height, width) instead of the real canvases (tests).
     """
-    from ..export import quantize
-
     quantize.check_precision(precision)
     photos = quantize.calibration_images(calibration)
     quantize.import_modelopt()  # before an export and a calibration that would need it
