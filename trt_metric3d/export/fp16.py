@@ -14,7 +14,6 @@ tensor crosses between the two precisions; FP16-only weights are stored in FP16.
 
 from __future__ import annotations
 
-import ast
 import logging
 import os
 import time
@@ -25,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .onnx_export import PROTOBUF_LIMIT
+from .onnx_export import PROTOBUF_LIMIT, module_of
 from .staging import save_staged
 
 log = logging.getLogger("trt_metric3d")
@@ -36,26 +35,16 @@ QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 FP32_OPS = {"LayerNormalization", "Softmax", "ReduceSum", "ReduceMean", "Pow", "Sqrt", "Exp", "Elu"}
 # Modules whose own (not their children's) operations stay FP32; names as in the exported wrapper.
 FP32_SCOPES = {"", "network.depth_model.encoder", "network.depth_model.decoder"}
-SCOPE_KEY = "pkg.torch.onnx.name_scopes"
 # Inputs ONNX requires in FP32 whatever the data type (Resize's roi and scales).
 FLOAT32_ONLY_INPUTS = {"Resize": {1, 2}}
 FLOAT = TensorProto.FLOAT
 HALF = TensorProto.FLOAT16
 
 
-def _module_of(node: onnx.NodeProto) -> str | None:
-    """The innermost module that emitted `node` (exporter metadata); None where the optimiser made it."""
-    for prop in node.metadata_props:
-        if prop.key == SCOPE_KEY:
-            scopes = ast.literal_eval(prop.value)
-            return scopes[-2] if len(scopes) >= 2 else ""
-    return None
-
-
 def _keeps_fp32(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto], decided: dict[str, bool]) -> bool:
     if node.op_type in FP32_OPS:
         return True
-    module = _module_of(node)
+    module = module_of(node)
     if module is None:  # no metadata: follow the node that feeds it
         feeding = [decided[producers[i].name] for i in node.input if i in producers]
         return bool(feeding) and all(feeding)

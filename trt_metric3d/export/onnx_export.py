@@ -10,6 +10,7 @@ Graph interface (documented in export/README.md):
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import logging
 import os
@@ -34,6 +35,7 @@ MAX_CANVAS_SIDE = 2240  # 80 x 28: room for 616 x 1064 both ways and larger canv
 PROTOBUF_LIMIT = 2**31 - 1  # larger models (vit-giant2) keep their weights in a side file
 # Their INFO lines (hundreds per export: folded constants, rewrites) would flood a host's log.
 EXPORTER_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")
+SCOPE_KEY = "pkg.torch.onnx.name_scopes"  # node metadata: the modules that emitted the node
 # Warned on every export: the exporter's registry skips torchvision's operators, which we do not use.
 REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
 
@@ -49,6 +51,16 @@ class CanvasNetwork(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(self.network((image - self.mean) / self.std))
+
+
+def module_of(node) -> str | None:
+    """The innermost module that emitted the ONNX `node` (from the exporter's metadata), "" for the
+    wrapper itself; None where the optimiser made the node (or a tool dropped the metadata)."""
+    for prop in node.metadata_props:
+        if prop.key == SCOPE_KEY:
+            scopes = ast.literal_eval(prop.value)
+            return scopes[-2] if len(scopes) >= 2 else ""
+    return None
 
 
 def _parameter_bytes(model: nn.Module) -> int:

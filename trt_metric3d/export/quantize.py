@@ -14,7 +14,6 @@ FP16 graph strongly typed TensorRT builds, each Q/DQ pair in the precision of th
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib
 import logging
@@ -34,6 +33,7 @@ from ..errors import InputError, MissingDependency
 from ..io import find_images, read_image
 from ..processing import make_canvas
 from . import staging
+from .onnx_export import module_of
 from .staging import save_staged
 
 log = logging.getLogger("trt_metric3d")
@@ -49,7 +49,6 @@ QUANTIZED_OPS = ("MatMul", "Gemm", "Conv")
 # resize, computed from the canvas shape), nor the decoder (see the module docstring).
 QUANTIZED_SCOPE = re.compile(r"network\.depth_model\.encoder\..+")
 RECIPE = "encoder-matmul-conv/entropy/v1"  # part of the cache key: change it when the recipe changes
-SCOPE_KEY = "pkg.torch.onnx.name_scopes"
 
 
 def import_modelopt() -> ModuleType:
@@ -139,21 +138,13 @@ def _data_reader(inputs: list[dict]):
     return Reader()
 
 
-def _scope(node) -> str | None:
-    for prop in node.metadata_props:
-        if prop.key == SCOPE_KEY:
-            scopes = ast.literal_eval(prop.value)
-            return scopes[-2] if len(scopes) >= 2 else ""
-    return None
-
-
 def quantized_nodes(model, scope: re.Pattern = QUANTIZED_SCOPE) -> list[str]:
     """Names of the nodes the recipe quantizes (see the module docstring): QUANTIZED_OPS in modules
     whose name fully matches `scope` (another scope: benchmarks/quantization.py's other recipes)."""
     return [
         node.name
         for node in model.graph.node
-        if node.op_type in QUANTIZED_OPS and scope.fullmatch(_scope(node) or "")
+        if node.op_type in QUANTIZED_OPS and scope.fullmatch(module_of(node) or "")
     ]
 
 
