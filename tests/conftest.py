@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reference import REPO_ROOT, reference_available, synthetic_state_dict
+from reference import REPO_ROOT, synthetic_state_dict
 from trt_metric3d.model import build_model
 
 
@@ -27,13 +27,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def small_state_dict() -> dict:
-    """vit-small weights: the reference's synthetic ones (seed 1) where its data is here; elsewhere
-    (a user's GPU machine) seeded random ones, enough for tests that compare backends with each other.
-    Tests that compare with the reference's arrays ask for the data themselves (and skip or fail)."""
-    if reference_available():
-        return {k: torch.from_numpy(v) for k, v in synthetic_state_dict("vit-small").items()}
-    torch.manual_seed(0)
-    return build_model("vit-small").state_dict()
+    """vit-small synthetic weights (seed 1), as torch tensors."""
+    return {k: torch.from_numpy(v) for k, v in synthetic_state_dict("vit-small").items()}
 
 
 @pytest.fixture(scope="session")

@@ -17,18 +17,10 @@ SEEDS = {"vit-small": 1, "vit-large": 2, "vit-giant2": 3}
 IMAGES = ("coffee", "synth_289x451")
 
 
-def _reference_path() -> Path:
-    return Path(os.environ.get("METRIC3D_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference"))
-
-
-def reference_available() -> bool:
-    return (_reference_path() / "init_weights.py").is_file()
-
-
 def reference_dir() -> Path:
     """METRIC3D_REFERENCE_DIR, else <repo>/../shared/reference. Missing: fail in CI, skip elsewhere."""
-    path = _reference_path()
-    if not reference_available():
+    path = Path(os.environ.get("METRIC3D_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference"))
+    if not (path / "init_weights.py").is_file():
         message = f"reference data not found at {path} (set METRIC3D_REFERENCE_DIR)"
         if os.environ.get("CI"):
             pytest.fail(message)
