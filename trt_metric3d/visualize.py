@@ -51,9 +51,12 @@ def depth_to_image(depth_valid: np.ndarray) -> np.ndarray:
     # A NaN (or an inf maximum) makes matplotlib map every affected pixel to its "bad" colour,
     # black; the float warnings on that path are expected.
     with np.errstate(invalid="ignore", divide="ignore"):
-        unit = depth / (depth.max() + np.float32(1e-8))
-        # matplotlib's Normalize divides the float32 data by a float64 vmax and stores float32.
-        normed = (unit.astype(np.float64) / _NORM_VMAX).astype(np.float32)
+        # The original's operations with the same operand types, so that numpy's promotion rules
+        # (value-based in numpy 1, NEP 50 in numpy 2) round every pixel as the original does under
+        # the installed numpy: a python float added to the float32 maximum, then matplotlib's
+        # Normalize dividing the float32 data by a float64 vmax and storing float32.
+        unit = depth / (depth.max() + 1e-8)
+        normed = (unit / np.float64(_NORM_VMAX)).astype(np.float32)
         positions = normed * np.float32(_LUT_SIZE)
     bad = np.isnan(positions)
     # Colormap lookup: truncate x * N; below range -> first entry, at or above N -> last entry.
