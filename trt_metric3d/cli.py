@@ -178,6 +178,136 @@ def infer(
         raise click.ClickException(f"{len(failures)} image(s) failed:\n  " + "\n  ".join(failures))
 
 
+@main.command("ray")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["npy", "parquet"]),
+    default="npy",
+    show_default=True,
+    help="A <name>_depth.npy per image, or parquet parts with every image's row.",
+)
+@click.option("--normal", is_flag=True, help="Also the surface normals (<name>_normal.npy, H x W x 3).")
+@click.option("--confidence", is_flag=True, help="Also the depth confidence (<name>_confidence.npy).")
+@click.option("--actors", type=click.IntRange(1), default=1, show_default=True, help="Model replicas.")
+@click.option(
+    "--batch-size", type=click.IntRange(1), default=4, show_default=True, help="Images per forward."
+)
+@click.option(
+    "--cpus-per-actor",
+    type=click.FloatRange(0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="CPUs each actor holds (on the CPU, its torch threads).",
+)
+@click.option(
+    "--gpus-per-actor",
+    type=click.FloatRange(0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="On CUDA; a fraction, e.g. 0.5, puts several actors on one GPU.",
+)
+@click.option(
+    "--fx",
+    type=float,
+    default=None,
+    callback=_focal_option,
+    help="Horizontal focal length in pixels [default: from EXIF, 35 mm equivalent].",
+)
+@click.option("--fy", type=float, default=None, callback=_focal_option, help="[default: fx]")
+@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp16 on CUDA]")
+@click.option("--device", default=None, help="cpu or cuda [default: cuda if the cluster has GPUs].")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster: auto (started here by `ray start`) or ray://HOST:10001 [default: a new local one].",
+)
+@click.pass_context
+def ray_job(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    out_dir: Path,
+    format_: str,
+    normal: bool,
+    confidence: bool,
+    actors: int,
+    batch_size: int,
+    cpus_per_actor: float,
+    gpus_per_actor: float,
+    fx: float | None,
+    fy: float | None,
+    backbone: str,
+    backend: str,
+    precision: str | None,
+    device: str | None,
+    checkpoint: str | None,
+    address: str | None,
+) -> None:
+    """Metric depth for images or folders of images on a Ray cluster (pip install "trt-metric3d[ray]").
+
+    Each actor loads the model once and runs batches of images; the results come back here and are
+    written to --out as they arrive. The files must be readable on every node. An image that fails
+    is reported and the others go on; the exit status is then 1.
+    """
+    from .io import find_images, writable_folder
+    from .ray import ImageResult, ray_cluster, run_depth_job
+
+    if fx is None and fy is not None:
+        raise click.UsageError("--fy needs --fx")
+    images = _unique_files(find_images(list(paths)))
+    if not images:
+        raise click.UsageError("no images found in the given paths")
+    writable_folder(out_dir, "choose another folder with --out")  # before Ray starts
+    outputs = ["depth", *(["normal"] if normal else []), *(["confidence"] if confidence else [])]
+    source = "--fx/--fy" if fx is not None else "EXIF 35 mm equivalent"
+    click.echo(f"{len(images)} image(s), {actors} actor(s), batches of {batch_size} -> {out_dir}")
+    done = 0
+
+    def report(result: ImageResult) -> None:
+        nonlocal done
+        done += 1
+        step = f"[{done}/{len(images)}]"
+        if result.error:
+            click.echo(f"{step} failed: {result.error}", err=True)
+            return
+        files = ", ".join(f.name for f in result.files)
+        click.echo(f"{step} {result.path} -> {files}  fx={result.fx:.1f}, fy={result.fy:.1f} ({source})")
+
+    with ray_cluster(address):
+        if not ctx.meta.get("debug"):  # the per-image lines instead of Ray Data's progress log
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        summary = run_depth_job(
+            images,
+            out_dir,
+            format=format_,
+            outputs=outputs,
+            on_result=report,
+            backbone=backbone,
+            backend=backend,
+            precision=precision,
+            device=device,
+            checkpoint=checkpoint,
+            fx=fx,
+            fy=fy,
+            actors=actors,
+            batch_size=batch_size,
+            cpus_per_actor=cpus_per_actor,
+            gpus_per_actor=gpus_per_actor,
+        )
+    click.echo(
+        f"wrote {summary.done} of {len(images)} result(s) to {out_dir} in {summary.seconds:.1f} s "
+        f"({summary.images_per_second:.2f} images/s)"
+    )
+    if summary.failures:
+        failures = "\n  ".join(summary.failures.values())
+        raise click.ClickException(f"{len(summary.failures)} image(s) failed:\n  {failures}")
+
+
 @main.command()
 @click.argument("source", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--camera", type=click.IntRange(0), default=None, help="Read camera N instead of a file.")
@@ -420,6 +550,34 @@ def _profile_option(value: str | None) -> tuple[int, int, int] | None:
     return batch, height, width
 
 
+def _shape_profile(min_shape: str | None, opt_shape: str | None, max_shape: str | None):
+    """The engine profile of --min / --opt / --max, each defaulting to ShapeProfile's."""
+    from .engine.builder import ShapeProfile
+
+    defaults = ShapeProfile()
+    shapes = [
+        _profile_option(s) or d
+        for s, d in zip(
+            (min_shape, opt_shape, max_shape), (defaults.min, defaults.opt, defaults.max), strict=True
+        )
+    ]
+    return ShapeProfile(*shapes)
+
+
+_PROFILE_OPTIONS = (
+    click.option("--min", "min_shape", default=None, help="Profile minimum BxHxW [default: 1x616x616]."),
+    click.option("--opt", "opt_shape", default=None, help="Profile optimum BxHxW [default: 1x616x1064]."),
+    click.option("--max", "max_shape", default=None, help="Profile maximum BxHxW [default: 4x1064x1064]."),
+)
+
+
+def _profile_options(command):
+    """--min / --opt / --max on `command` (build, triton-repo)."""
+    for option in reversed(_PROFILE_OPTIONS):
+        command = option(command)
+    return command
+
+
 # The real defaults (a source checkout's export/ and engines/, else the user cache), shown in --help.
 _EXPORT_HELP = f"[default: {workspace_dir(EXPORT_DIR_ENV, 'export')}, or ${EXPORT_DIR_ENV}]"
 _ENGINES_HELP = f"[default: {workspace_dir(ENGINE_DIR_ENV, 'engines')}, or ${ENGINE_DIR_ENV}]"
@@ -462,9 +620,7 @@ def export(
 @main.command()
 @click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--min", "min_shape", default=None, help="Profile minimum BxHxW [default: 1x616x616].")
-@click.option("--opt", "opt_shape", default=None, help="Profile optimum BxHxW [default: 1x616x1064].")
-@click.option("--max", "max_shape", default=None, help="Profile maximum BxHxW [default: 4x1064x1064].")
+@_profile_options
 @click.option(
     "--flavour",
     type=click.Choice(["tensorrt", "tensorrt_rtx"]),
@@ -505,16 +661,9 @@ def build(
 ) -> None:
     """Checkpoint -> ONNX -> FP16 (or calibrated INT8 / FP8) ONNX -> strongly typed TensorRT engine
     (each step cached)."""
-    from .engine import builder, pipeline
+    from .engine import pipeline
 
-    defaults = builder.ShapeProfile()
-    shapes = [
-        _profile_option(s) or d
-        for s, d in zip(
-            (min_shape, opt_shape, max_shape), (defaults.min, defaults.opt, defaults.max), strict=True
-        )
-    ]
-    profile = builder.ShapeProfile(*shapes)
+    profile = _shape_profile(min_shape, opt_shape, max_shape)
     try:
         engine = pipeline.build(
             backbone,
@@ -531,6 +680,149 @@ def build(
     except RuntimeError as e:  # TensorRT could not parse or build the graph: its reason, no traceback
         raise click.ClickException(str(e)) from e
     click.echo(str(engine))
+
+
+@main.command("triton-repo")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(ENGINE_PRECISIONS),
+    default="fp16",
+    show_default=True,
+    help="int8 / fp8: the ViT encoder calibrated and quantized, the rest FP16.",
+)
+@_profile_options
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--instances",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Copies of each model working at once (the engine's on every GPU).",
+)
+@click.option(
+    "--max-queue-delay-us",
+    type=click.IntRange(0),
+    default=2000,
+    show_default=True,
+    help="How long Triton holds a canvas for others to share the engine's batch.",
+)
+@click.option("--engines", "engine_dir", type=click.Path(file_okay=False), default=None, help=_ENGINES_HELP)
+@click.option("--export-dir", type=click.Path(file_okay=False), default=None, help=_EXPORT_HELP)
+@_CALIBRATION_OPTION
+def triton_repo(
+    out: Path,
+    backbone: str,
+    precision: str,
+    min_shape: str | None,
+    opt_shape: str | None,
+    max_shape: str | None,
+    checkpoint: str | None,
+    instances: int,
+    max_queue_delay_us: int,
+    engine_dir: str | None,
+    export_dir: str | None,
+    calibration: str | None,
+) -> None:
+    """A Triton model repository in OUT: the TensorRT engine between Python-backend pre- and
+    post-processing, joined as the ensemble model `metric3d` (IMAGE, FX, FY -> DEPTH, CONFIDENCE,
+    NORMAL at the image's size, as predict returns them).
+
+    The engine is built with TensorRT (Triton cannot load TensorRT-RTX engines) for this machine's GPU,
+    or taken from the cache. OUT/README.txt says how to start tritonserver and what to send.
+    """
+    from .serving.triton_repo import build_repository
+
+    profile = _shape_profile(min_shape, opt_shape, max_shape)
+    try:
+        repository = build_repository(
+            out,
+            backbone,
+            precision,
+            profile,
+            checkpoint,
+            engine_dir=engine_dir,
+            export_dir=export_dir,
+            calibration=calibration,
+            instances=instances,
+            max_queue_delay_us=max_queue_delay_us,
+        )
+    except RuntimeError as e:  # TensorRT could not parse or build the graph: its reason, no traceback
+        raise click.ClickException(str(e)) from e
+    click.echo(f"wrote {repository}; start it with: tritonserver --model-repository {repository}")
+
+
+@main.command()
+@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp16 on CUDA]")
+@click.option("--device", default=None, help="torch device [default: cuda if available].")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--host", default="0.0.0.0", show_default=True, help="Where to listen (127.0.0.1: this machine)."
+)
+@click.option("--http-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001, show_default=True)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002, show_default=True)
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="Images per predict, of any sizes (1: no batching).",
+)
+@click.option(
+    "--max-queue-delay-us",
+    type=click.IntRange(0),
+    default=2000,
+    show_default=True,
+    help="How long a request waits for others to share its predict.",
+)
+def serve(
+    backbone: str,
+    backend: str,
+    precision: str | None,
+    device: str | None,
+    checkpoint: str | None,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    max_batch_size: int,
+    max_queue_delay_us: int,
+) -> None:
+    """Serve Metric3D with NVIDIA Triton over HTTP and gRPC, with dynamic batching, until Ctrl-C or
+    SIGTERM (needs the serve extra: PyTriton's tritonserver).
+
+    Model `metric3d`; inputs (batch dimension first): IMAGE uint8 1 x H x W x 3 RGB, FX and FY float32
+    1 x 1 (pixels); outputs at the image's size: DEPTH (metres), CONFIDENCE, NORMAL (x 3). A bad
+    request gets an error answer naming the problem; the others go on.
+    """
+    from .serving import server
+    from .serving.tritonserver import Ports
+
+    ports = Ports(http_port, grpc_port, metrics_port)
+    # no time limit on loading: a first start may export ONNX or build an engine (Ctrl-C stops it)
+    options = {
+        "max_batch_size": max_batch_size,
+        "max_queue_delay_us": max_queue_delay_us,
+        "ready_timeout_s": None,
+    }
+    with (
+        server.stop_signals(),
+        server.serve(
+            backbone, backend, precision, device, checkpoint, ports=ports, address=host, **options
+        ) as running,
+    ):
+        click.echo(
+            f"serving Metric3D {backbone} as model 'metric3d': HTTP {running.url('http')}, "
+            f"gRPC {running.url('grpc')}, metrics {running.url('metrics')}; Ctrl-C stops"
+        )
+        stopped = server.wait_for_stop(running)
+    if not stopped:
+        raise click.ClickException("tritonserver ended by itself; its log above says why")
+    click.echo("tritonserver stopped")
 
 
 def _agreement(got: np.ndarray, expected: np.ndarray) -> tuple[float, float, float]:

@@ -60,10 +60,16 @@ def writable_folder(path: str | os.PathLike, fix: str) -> Path:
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as RGB uint8 H x W x 3 (alpha dropped, grey expanded)."""
-    data = np.fromfile(path, dtype=np.uint8)  # fromfile + imdecode also handles non-ASCII paths
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    return decode_image(np.fromfile(path, dtype=np.uint8), path)  # also handles non-ASCII paths
+
+
+def decode_image(data: bytes | np.ndarray, name: str | os.PathLike) -> np.ndarray:
+    """An image file's content (bytes, or a uint8 array of them) as RGB uint8 H x W x 3; `name` (its
+    path) is what an InputError names."""
+    buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
     if image is None:
-        raise InputError(f"{path}: not a readable image; supported: {', '.join(IMAGE_SUFFIXES)}")
+        raise InputError(f"{name}: not a readable image; supported: {', '.join(IMAGE_SUFFIXES)}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -99,12 +105,15 @@ def find_images(paths: list[str | os.PathLike]) -> list[Path]:
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)  # 35 mm equivalents are defined on the diagonal (CIPA)
 
 
-def exif_focal_px(path: str | os.PathLike, height: int, width: int) -> float | None:
-    """Focal length in pixels from EXIF FocalLengthIn35mmFilm, or None when the file has none."""
+def exif_focal_px(source: str | os.PathLike | bytes, height: int, width: int) -> float | None:
+    """Focal length in pixels from EXIF FocalLengthIn35mmFilm, or None when the file has none.
+
+    source: the image file's path, or its content.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             focal_35mm = image.getexif().get_ifd(EXIF_IFD).get(FOCAL_LENGTH_35MM_TAG)
     except (OSError, UnidentifiedImageError, ValueError):
         return None

@@ -1,0 +1,264 @@
+"""`triton-repo`: every config.pbtxt parsed by protobuf as Triton's ModelConfig, the ensemble's wiring,
+the refusals, the CLI without TensorRT, the pre / post-processing against predict, and the ensemble
+answering in PyTriton's real tritonserver (a Python-backend double in place of the TensorRT plan)."""
+
+import ast
+import importlib.util
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from tritonserver_support import started
+
+from trt_metric3d import Metric3D
+from trt_metric3d.checkpoint import load_model
+from trt_metric3d.cli import main
+from trt_metric3d.engine.builder import ShapeProfile
+from trt_metric3d.engine.cache import EngineCache, EngineSpec
+from trt_metric3d.errors import InputError
+from trt_metric3d.export import INPUT_NAME, OUTPUT_NAMES
+from trt_metric3d.runtime.torch_backend import TorchBackend
+from trt_metric3d.serving import ensemble_steps, write_repository
+from trt_metric3d.serving.client import Metric3DClient
+from trt_metric3d.serving.model_config import string_parameters, to_pbtxt
+from trt_metric3d.serving.triton_repo import ENGINE, POSTPROCESS, PREPROCESS
+from trt_metric3d.serving.tritonserver import TritonServer, free_ports
+
+try:  # Triton's own ModelConfig message, from tritonclient (the serve extra)
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+except ImportError:
+    model_config_pb2 = None
+needs_tritonclient = pytest.mark.skipif(
+    model_config_pb2 is None, reason='needs pip install "trt-metric3d[serve]"'
+)
+
+PROFILE = ShapeProfile(min=(1, 616, 616), opt=(2, 616, 1064), max=(4, 1064, 1064))
+INSTANCES, QUEUE_DELAY_US = 2, 1500
+
+
+def cached_engine(folder: Path, profile: ShapeProfile = PROFILE, flavour: str = "tensorrt") -> Path:
+    """A stand-in engine file with the sidecar the engine cache writes for a real build."""
+    spec = EngineSpec(
+        "vit-small", "ab" * 32, "fp16", profile.as_dict(), flavour, "10.13.0", "NVIDIA H100", "90"
+    )
+    return EngineCache(folder).get_or_build(spec, lambda: b"serialized engine")
+
+
+def parse(path: Path):
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("triton")
+    return write_repository(work / "repo", cached_engine(work / "engines"), INSTANCES, QUEUE_DELAY_US)
+
+
+@pytest.fixture(scope="module")
+def configs(repository) -> dict:
+    found = {path.parent.name: parse(path) for path in repository.glob("*/config.pbtxt")}
+    assert set(found) == {"metric3d", PREPROCESS, ENGINE, POSTPROCESS}
+    return found
+
+
+def tensors(entries) -> dict:
+    return {t.name: (model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in entries}
+
+
+@needs_tritonclient
+def test_the_plan_config_is_triton_tensorrt_with_dynamic_batching(configs, repository):
+    plan = configs[ENGINE]
+    assert plan.platform == "tensorrt_plan" and plan.max_batch_size == PROFILE.max[0]
+    assert tensors(plan.input) == {INPUT_NAME: ("TYPE_FP32", [3, -1, -1])}
+    channels = {"depth": 1, "confidence": 1, "normal": 4, "normal_iter1": 3}
+    assert tensors(plan.output) == {name: ("TYPE_FP32", [channels[name], -1, -1]) for name in OUTPUT_NAMES}
+    assert list(plan.dynamic_batching.preferred_batch_size) == [2, 4]
+    assert plan.dynamic_batching.max_queue_delay_microseconds == QUEUE_DELAY_US
+    (group,) = plan.instance_group
+    assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU and group.count == INSTANCES
+    assert (repository / ENGINE / "1" / "model.plan").read_bytes() == b"serialized engine"
+
+
+@needs_tritonclient
+def test_the_python_steps_and_the_ensemble_take_the_request(configs):
+    for name in (PREPROCESS, POSTPROCESS):
+        step = configs[name]
+        assert step.backend == "python" and step.max_batch_size == PROFILE.max[0]
+        (group,) = step.instance_group
+        assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU and group.count == INSTANCES
+    ensemble = configs["metric3d"]
+    assert ensemble.platform == "ensemble" and ensemble.max_batch_size == PROFILE.max[0]
+    request = {"IMAGE": ("TYPE_UINT8", [-1, -1, 3]), "FX": ("TYPE_FP32", [1]), "FY": ("TYPE_FP32", [1])}
+    answer = {
+        "DEPTH": ("TYPE_FP32", [-1, -1]),
+        "CONFIDENCE": ("TYPE_FP32", [-1, -1]),
+        "NORMAL": ("TYPE_FP32", [-1, -1, 3]),
+    }
+    assert tensors(ensemble.input) == tensors(configs[PREPROCESS].input) == request
+    assert tensors(ensemble.output) == tensors(configs[POSTPROCESS].output) == answer
+
+
+@needs_tritonclient
+def test_ensemble_steps_feed_each_model_what_its_config_declares(configs):
+    """Every step maps all its model's inputs from tensors that exist (request inputs or earlier steps'
+    outputs) with the same type and dims, and the ensemble's outputs all come out of some step."""
+    ensemble = configs["metric3d"]
+    available = tensors(ensemble.input)  # ensemble tensor -> (type, dims)
+    steps = ensemble.ensemble_scheduling.step
+    assert [s.model_name for s in steps] == [PREPROCESS, ENGINE, POSTPROCESS]
+    for step in steps:
+        model = configs[step.model_name]
+        inputs, outputs = tensors(model.input), tensors(model.output)
+        assert set(step.input_map) == set(inputs), step.model_name
+        for model_input, ensemble_tensor in step.input_map.items():
+            assert available[ensemble_tensor] == inputs[model_input], (step.model_name, model_input)
+        assert set(step.output_map) <= set(outputs), step.model_name
+        for model_output, ensemble_tensor in step.output_map.items():
+            assert ensemble_tensor not in available, f"{ensemble_tensor} is produced twice"
+            available[ensemble_tensor] = outputs[model_output]
+    for name, spec in tensors(ensemble.output).items():
+        assert available[name] == spec
+
+
+def test_python_steps_load_a_triton_model_class_of_the_package(repository):
+    for name in (PREPROCESS, POSTPROCESS):
+        source = (repository / name / "1" / "model.py").read_text()
+        (module,) = re.findall(r"^from (\S+) import TritonPythonModel", source, re.MULTILINE)
+        found = importlib.util.find_spec(module)  # not imported: it needs Triton's backend utilities
+        tree = ast.parse(Path(found.origin).read_text())
+        classes = [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
+        assert "TritonPythonModel" in classes
+
+
+def test_readme_names_the_engine_and_how_to_start(repository):
+    readme = (repository / "README.txt").read_text()
+    assert "TensorRT 10.13.0" in readme and "tritonserver --model-repository" in readme
+    assert "pip install trt-metric3d" in readme
+
+
+@needs_tritonclient
+def test_parameter_strings_survive_the_protobuf_parser():
+    odd = 'C:\\weights "v2"\\tab\there/café.pth'
+    config = {"name": "m", "backend": "python", "parameters": string_parameters({"checkpoint": odd})}
+    assert (
+        text_format.Parse(to_pbtxt(config), model_config_pb2.ModelConfig())
+        .parameters["checkpoint"]
+        .string_value
+        == odd
+    )
+
+
+def test_refuses_engines_triton_cannot_serve(tmp_path):
+    rtx = cached_engine(tmp_path / "rtx", flavour="tensorrt_rtx")
+    with pytest.raises(InputError, match="tensorrt_rtx engine.*not TensorRT-RTX"):
+        write_repository(tmp_path / "out", rtx)
+    small = cached_engine(
+        tmp_path / "small", ShapeProfile(min=(1, 616, 616), opt=(1, 616, 616), max=(4, 616, 616))
+    )
+    with pytest.raises(InputError, match="width range 616..616 misses the 616x1064 canvas"):
+        write_repository(tmp_path / "out", small)
+    batched = cached_engine(tmp_path / "batched", ShapeProfile(min=(2, 616, 616), opt=(2, 616, 1064)))
+    with pytest.raises(InputError, match="minimum batch is 2"):
+        write_repository(tmp_path / "out", batched)
+    assert not (tmp_path / "out").exists(), "nothing is written for a refused engine"
+
+
+def test_cli_without_tensorrt_fails_in_one_line(tmp_path):
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    result = CliRunner().invoke(main, ["triton-repo", str(tmp_path / "repo"), "--backbone", "vit-large"])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: TensorRT is not installed; Triton's tensorrt_plan backend loads engines")
+    assert "pip install tensorrt-cu12" in line
+
+
+IMAGES = [
+    np.random.default_rng(seed).integers(0, 256, shape, np.uint8)
+    for seed, shape in ((0, (48, 64, 3)), (1, (64, 48, 3)))
+]
+FX, FY = 60.0, 50.0
+
+
+@pytest.fixture(scope="module")
+def expected(small_checkpoint) -> list:
+    """predict's answer for each of IMAGES."""
+    with Metric3D("vit-small", "torch", "fp32", "cpu", str(small_checkpoint)) as runtime:
+        return [runtime.predict(image, fx=FX, fy=FY) for image in IMAGES]
+
+
+def test_pre_and_post_processing_around_the_network_is_predict(expected, small_checkpoint):
+    cpu = torch.device("cpu")
+    network = TorchBackend(load_model("vit-small", small_checkpoint, device=cpu), cpu, "fp32")
+    image = IMAGES[1]
+    fx, fy = np.array([[FX]], np.float32), np.array([[FY]], np.float32)
+    steps = ensemble_steps.preprocess(image[None], fx, fy)
+    out = network(torch.from_numpy(steps[ensemble_steps.CANVAS]))
+    canvas = {
+        ensemble_steps.CANVAS_OUTPUTS[name]: getattr(out, name).numpy()
+        for name in ensemble_steps.CANVAS_OUTPUTS
+    }
+    answer = ensemble_steps.postprocess(canvas, steps[ensemble_steps.IMAGE_SIZE], steps[ensemble_steps.SCALE])
+    for name, field in (("DEPTH", "depth"), ("CONFIDENCE", "confidence"), ("NORMAL", "normal")):
+        np.testing.assert_array_equal(answer[name][0], getattr(expected[1], field))
+    with pytest.raises(InputError, match=r"fy\[0\] must be a finite focal length"):
+        ensemble_steps.preprocess(image[None], fx, np.array([[0.0]], np.float32))
+
+
+def plan_double(repository: Path, checkpoint: Path) -> None:
+    """The plan swapped for tests/triton_plan_double.py: its config is the generated one, on the Python
+    backend and the CPU."""
+    config = parse(repository / ENGINE / "config.pbtxt")
+    config.platform, config.backend = "", "python"
+    config.instance_group[0].kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
+    config.instance_group[0].count = 1
+    config.parameters["checkpoint"].string_value = str(checkpoint)
+    (repository / ENGINE / "config.pbtxt").write_text(text_format.MessageToString(config))
+    (repository / ENGINE / "1" / "model.plan").unlink()
+    shutil.copy(Path(__file__).with_name("triton_plan_double.py"), repository / ENGINE / "1" / "model.py")
+
+
+@needs_tritonclient
+def test_the_ensemble_in_tritonserver_answers_like_predict(tmp_path, small_checkpoint, expected):
+    """Concurrent requests of two image sizes batch in the plan's stand-in; a bad one among them is refused
+    on its own. Tolerance: the double runs the network on a batch of canvases, predict on one."""
+    repository = write_repository(tmp_path / "repo", cached_engine(tmp_path / "engines"), 1, 1_000_000)
+    plan_double(repository, small_checkpoint)
+    server = TritonServer(repository, free_ports(), "127.0.0.1", log_path=tmp_path / "tritonserver.log")
+    requests = [(0, "http"), (1, "grpc"), (0, "grpc")]  # (image, protocol)
+    answers, refusal = {}, []
+
+    def ask(index: int, image: int, protocol: str) -> None:
+        with Metric3DClient(running.url(protocol), protocol) as client:
+            answers[index] = client.predict(IMAGES[image], fx=FX, fy=FY)
+
+    def ask_badly() -> None:
+        from tritonclient.utils import InferenceServerException
+
+        with Metric3DClient(running.url("http")) as client, pytest.raises(InferenceServerException) as e:
+            client.predict(IMAGES[1], fx=-1.0)
+        refusal.append(e.value)
+
+    with started(server) as running:
+        threads = [threading.Thread(target=ask, args=(i, *r)) for i, r in enumerate(requests)]
+        threads.append(threading.Thread(target=ask_badly))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with Metric3DClient(running.url("http")) as client:
+            stats = client.client.get_inference_statistics(ENGINE)["model_stats"][0]
+    assert len(answers) == len(requests) and len(refusal) == 1
+    assert "fx[0] must be a finite focal length in pixels > 0" in refusal[0].message()
+    assert refusal[0].status() == "400"
+    assert int(stats["inference_count"]) == len(requests) > int(stats["execution_count"]), "no batching"
+    for index, (image, _) in enumerate(requests):  # measured: 1.4e-6 relative (depth), 3e-6 absolute (normal)
+        for field in ("depth", "confidence", "normal"):
+            got, want = getattr(answers[index], field), getattr(expected[image], field)
+            np.testing.assert_allclose(got, want, rtol=5e-6, atol=5e-6)

@@ -1,0 +1,18 @@
+"""Metric3D behind NVIDIA Triton Inference Server.
+
+- `triton_repo`: a model repository for a real `tritonserver`: the TensorRT plan between Python-backend
+  pre- and post-processing models, joined by an ensemble (`trt-metric3d triton-repo`).
+- `server`: `serve()`, a Triton server running `Metric3D` (any backend) with dynamic batching, on the
+  `tritonserver` bundled in PyTriton's wheel (`trt-metric3d serve`).
+- `client`: `Metric3DClient`, requests to either of them over HTTP or gRPC.
+
+Both answer the same request (`interface`): IMAGE (uint8 H x W x 3), FX and FY in, DEPTH (metres),
+CONFIDENCE and NORMAL out, at the image's size. Nothing here imports the optional `[serve]` packages
+until it needs them.
+"""
+
+from .client import Metric3DClient
+from .server import serve
+from .triton_repo import build_repository, write_repository
+
+__all__ = ["Metric3DClient", "build_repository", "serve", "write_repository"]
