@@ -10,20 +10,23 @@ import threading
 
 import numpy as np
 import pytest
-from tritonserver_support import alive, descendants, started
+from tritonserver_support import (
+    FX,
+    IMAGES,
+    alive,
+    assert_like_predict,
+    descendants,
+    predict_each,
+    send_together,
+    started,
+)
 
-from trt_metric3d import Metric3D
 from trt_metric3d.serving import Metric3DClient, serve
 from trt_metric3d.serving.interface import MODEL_NAME
 from trt_metric3d.serving.model_config import to_pbtxt
 from trt_metric3d.serving.server import serve_config
 from trt_metric3d.serving.tritonserver import free_ports
 
-IMAGES = [
-    np.random.default_rng(seed).integers(0, 256, shape, np.uint8)
-    for seed, shape in ((0, (48, 64, 3)), (1, (64, 48, 3)))
-]
-FX, FY = 60.0, 50.0
 MAX_BATCH = 4
 
 
@@ -47,9 +50,7 @@ def server(small_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def expected(small_checkpoint) -> list:
-    """predict's answer for each of IMAGES."""
-    with Metric3D("vit-small", "torch", "fp32", "cpu", str(small_checkpoint)) as runtime:
-        return [runtime.predict(image, fx=FX, fy=FY) for image in IMAGES]
+    return predict_each(small_checkpoint)
 
 
 @pytest.mark.parametrize("max_batch_size", [1, 4])
@@ -129,39 +130,23 @@ def test_triton_refuses_requests_that_break_the_config(server, protocol):
 
 def test_concurrent_requests_batch_into_one_predict_and_a_bad_one_fails_alone(server, expected):
     """Three good requests (two sizes, HTTP and gRPC) and a bad one (fx <= 0) arrive together: one batch,
-    one predict; the bad one gets our message, the others predict's answer. Tolerance: predict ran each
-    image on its own, the server three in one forward (measured: 1.4e-6 relative, 3e-6 absolute)."""
+    one predict; the bad one gets our message, the others predict's answer."""
     requests = [(0, "http"), (1, "grpc"), (1, "http")]  # (image, protocol)
-    answers, refused = {}, []
 
-    def ask(index: int, image: int, protocol: str) -> None:
-        with Metric3DClient(server.url(protocol), protocol) as client:
-            answers[index] = client.predict(IMAGES[image], fx=FX, fy=FY)
-
-    def ask_badly() -> None:
+    def ask_badly() -> Exception:
         bad = good_inputs(IMAGES[1]) | {"FX": (np.array([[-2.0]], np.float32), "FP32")}
-        refused.append(refusal(server, "grpc", bad))
+        return refusal(server, "grpc", bad)
 
     with Metric3DClient(server.url("http")) as client:
         before = client.client.get_inference_statistics(MODEL_NAME)["model_stats"][0]
-    threads = [threading.Thread(target=ask, args=(i, *r)) for i, r in enumerate(requests)]
-    threads.append(threading.Thread(target=ask_badly))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers, refused = send_together(server, requests, ask_badly)
     with Metric3DClient(server.url("http")) as client:
         after = client.client.get_inference_statistics(MODEL_NAME)["model_stats"][0]
     assert int(after["execution_count"]) - int(before["execution_count"]) == 1, "not one batch"
     (error,) = refused
     assert "fx[0] must be a finite focal length in pixels > 0, got -2.0" in error.message()
     assert error.status() == "StatusCode.INVALID_ARGUMENT"
-    assert len(answers) == len(requests)
-    for index, (image, _) in enumerate(requests):
-        for field in ("depth", "confidence", "normal"):
-            got, want = getattr(answers[index], field), getattr(expected[image], field)
-            assert got.shape == want.shape
-            np.testing.assert_allclose(got, want, rtol=5e-6, atol=5e-6)
+    assert_like_predict(answers, requests, expected)
 
 
 def port_is_free(port: int) -> bool:

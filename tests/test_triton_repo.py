@@ -6,16 +6,14 @@ import ast
 import importlib.util
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from tritonserver_support import started
+from tritonserver_support import FX, FY, IMAGES, assert_like_predict, predict_each, send_together, started
 
-from trt_metric3d import Metric3D
 from trt_metric3d.checkpoint import load_model
 from trt_metric3d.cli import main
 from trt_metric3d.engine.builder import ShapeProfile
@@ -179,18 +177,9 @@ def test_cli_without_tensorrt_fails_in_one_line(tmp_path):
     assert "pip install tensorrt-cu12" in line
 
 
-IMAGES = [
-    np.random.default_rng(seed).integers(0, 256, shape, np.uint8)
-    for seed, shape in ((0, (48, 64, 3)), (1, (64, 48, 3)))
-]
-FX, FY = 60.0, 50.0
-
-
 @pytest.fixture(scope="module")
 def expected(small_checkpoint) -> list:
-    """predict's answer for each of IMAGES."""
-    with Metric3D("vit-small", "torch", "fp32", "cpu", str(small_checkpoint)) as runtime:
-        return [runtime.predict(image, fx=FX, fy=FY) for image in IMAGES]
+    return predict_each(small_checkpoint)
 
 
 def test_pre_and_post_processing_around_the_network_is_predict(expected, small_checkpoint):
@@ -232,33 +221,20 @@ def test_the_ensemble_in_tritonserver_answers_like_predict(tmp_path, small_check
     plan_double(repository, small_checkpoint)
     server = TritonServer(repository, free_ports(), "127.0.0.1", log_path=tmp_path / "tritonserver.log")
     requests = [(0, "http"), (1, "grpc"), (0, "grpc")]  # (image, protocol)
-    answers, refusal = {}, []
 
-    def ask(index: int, image: int, protocol: str) -> None:
-        with Metric3DClient(running.url(protocol), protocol) as client:
-            answers[index] = client.predict(IMAGES[image], fx=FX, fy=FY)
-
-    def ask_badly() -> None:
+    def ask_badly() -> Exception:
         from tritonclient.utils import InferenceServerException
 
         with Metric3DClient(running.url("http")) as client, pytest.raises(InferenceServerException) as e:
             client.predict(IMAGES[1], fx=-1.0)
-        refusal.append(e.value)
+        return e.value
 
     with started(server) as running:
-        threads = [threading.Thread(target=ask, args=(i, *r)) for i, r in enumerate(requests)]
-        threads.append(threading.Thread(target=ask_badly))
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        answers, refusal = send_together(running, requests, ask_badly)
         with Metric3DClient(running.url("http")) as client:
             stats = client.client.get_inference_statistics(ENGINE)["model_stats"][0]
-    assert len(answers) == len(requests) and len(refusal) == 1
+    assert len(refusal) == 1
     assert "fx[0] must be a finite focal length in pixels > 0" in refusal[0].message()
     assert refusal[0].status() == "400"
     assert int(stats["inference_count"]) == len(requests) > int(stats["execution_count"]), "no batching"
-    for index, (image, _) in enumerate(requests):  # measured: 1.4e-6 relative (depth), 3e-6 absolute (normal)
-        for field in ("depth", "confidence", "normal"):
-            got, want = getattr(answers[index], field), getattr(expected[image], field)
-            np.testing.assert_allclose(got, want, rtol=5e-6, atol=5e-6)
+    assert_like_predict(answers, requests, expected)

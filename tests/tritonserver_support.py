@@ -1,14 +1,61 @@
-"""What the Triton tests share: starting a server or skipping where PyTriton's tritonserver cannot run,
-and finding the processes a server left."""
+"""What the Triton tests share: the request images and predict's answers, starting a server or skipping
+where PyTriton's tritonserver cannot run, concurrent requests, and finding the processes a server left."""
 
 import contextlib
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from trt_metric3d import Metric3D, Prediction
 from trt_metric3d.errors import BackendUnavailable
+from trt_metric3d.serving import Metric3DClient
+
+IMAGES = [
+    np.random.default_rng(seed).integers(0, 256, shape, np.uint8)
+    for seed, shape in ((0, (48, 64, 3)), (1, (64, 48, 3)))
+]
+FX, FY = 60.0, 50.0
+
+
+def predict_each(checkpoint: Path) -> list[Prediction]:
+    """predict's answer for each of IMAGES, each image in its own forward."""
+    with Metric3D("vit-small", "torch", "fp32", "cpu", str(checkpoint)) as runtime:
+        return [runtime.predict(image, fx=FX, fy=FY) for image in IMAGES]
+
+
+def send_together(
+    server, requests: list[tuple[int, str]], bad_request: Callable[[], Exception]
+) -> tuple[dict[int, Prediction], list[Exception]]:
+    """`requests` ((index into IMAGES, "http" | "grpc")) and `bad_request` (returns the error it got),
+    each from its own thread at once: the answers by request index, and the refusals."""
+    answers, refusals = {}, []
+
+    def ask(index: int, image: int, protocol: str) -> None:
+        with Metric3DClient(server.url(protocol), protocol) as client:
+            answers[index] = client.predict(IMAGES[image], fx=FX, fy=FY)
+
+    threads = [threading.Thread(target=ask, args=(i, *r)) for i, r in enumerate(requests)]
+    threads.append(threading.Thread(target=lambda: refusals.append(bad_request())))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers, refusals
+
+
+def assert_like_predict(answers: dict[int, Prediction], requests: list, expected: list[Prediction]) -> None:
+    """Every request answered, as predict answered its image alone. Tolerance: the server ran them in
+    one forward (measured: 1.4e-6 relative on depth, 3e-6 absolute on normals)."""
+    assert len(answers) == len(requests)
+    for index, (image, _) in enumerate(requests):
+        for field in ("depth", "confidence", "normal"):
+            got, want = getattr(answers[index], field), getattr(expected[image], field)
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=5e-6, atol=5e-6)
 
 
 @contextlib.contextmanager

@@ -571,6 +571,16 @@ _PROFILE_OPTIONS = (
 )
 
 
+# Triton's dynamic batching (triton-repo, serve)
+_QUEUE_DELAY_OPTION = click.option(
+    "--max-queue-delay-us",
+    type=click.IntRange(0),
+    default=2000,
+    show_default=True,
+    help="How long Triton holds a request for others to share its batch.",
+)
+
+
 def _profile_options(command):
     """--min / --opt / --max on `command` (build, triton-repo)."""
     for option in reversed(_PROFILE_OPTIONS):
@@ -701,13 +711,7 @@ def build(
     show_default=True,
     help="Copies of each model working at once (the engine's on every GPU).",
 )
-@click.option(
-    "--max-queue-delay-us",
-    type=click.IntRange(0),
-    default=2000,
-    show_default=True,
-    help="How long Triton holds a canvas for others to share the engine's batch.",
-)
+@_QUEUE_DELAY_OPTION
 @click.option("--engines", "engine_dir", type=click.Path(file_okay=False), default=None, help=_ENGINES_HELP)
 @click.option("--export-dir", type=click.Path(file_okay=False), default=None, help=_EXPORT_HELP)
 @_CALIBRATION_OPTION
@@ -772,13 +776,7 @@ def triton_repo(
     show_default=True,
     help="Images per predict, of any sizes (1: no batching).",
 )
-@click.option(
-    "--max-queue-delay-us",
-    type=click.IntRange(0),
-    default=2000,
-    show_default=True,
-    help="How long a request waits for others to share its predict.",
-)
+@_QUEUE_DELAY_OPTION
 def serve(
     backbone: str,
     backend: str,
