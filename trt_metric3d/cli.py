@@ -255,7 +255,7 @@ def ray_job(
     is reported and the others go on; the exit status is then 1.
     """
     from .io import find_images, writable_folder
-    from .ray import ImageResult, ray_cluster, run_depth_job
+    from .ray import ImageResult, import_ray, ray_cluster, run_depth_job
 
     if fx is None and fy is not None:
         raise click.UsageError("--fy needs --fx")
@@ -263,6 +263,7 @@ def ray_job(
     if not images:
         raise click.UsageError("no images found in the given paths")
     writable_folder(out_dir, "choose another folder with --out")  # before Ray starts
+    import_ray()  # a missing extra is said first, not after the job's header line
     outputs = ["depth", *(["normal"] if normal else []), *(["confidence"] if confidence else [])]
     source = "--fx/--fy" if fx is not None else "EXIF 35 mm equivalent"
     click.echo(f"{len(images)} image(s), {actors} actor(s), batches of {batch_size} -> {out_dir}")
