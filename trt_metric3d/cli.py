@@ -17,6 +17,7 @@ from .export.quantize import CALIBRATION_DIR_ENV, default_calibration_dir
 from .model import BACKBONES
 from .processing import MAX_PIXELS, MAX_SIDE
 from .runtime.metric3d import BACKENDS, PRECISIONS
+from .serving.model_config import DEFAULT_QUEUE_DELAY_US
 
 DEBUG_ENV = "TRT_METRIC3D_DEBUG"
 
@@ -64,12 +65,6 @@ def main(ctx: click.Context, debug: bool) -> None:
 
     ctx.meta["debug"] = debug
     show_logs(logging.DEBUG if debug else logging.INFO)
-
-
-def _unique_files(paths: list[Path]) -> list[Path]:
-    """`paths` without repeats of one file (named twice, or once directly and once through its folder)."""
-    seen: set[Path] = set()
-    return [p for p in paths if not (p.resolve() in seen or seen.add(p.resolve()))]
 
 
 def _focal_option(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -138,7 +133,7 @@ def infer(
 
     if fx is None and fy is not None:
         raise click.UsageError("--fy needs --fx")
-    images = _unique_files(find_images(list(paths)))
+    images = find_images(list(paths))
     if not images:
         raise click.UsageError("no images found in the given paths")
     writable_folder(out_dir, "choose another folder with --out")  # before the model loads
@@ -259,7 +254,7 @@ def ray_job(
 
     if fx is None and fy is not None:
         raise click.UsageError("--fy needs --fx")
-    images = _unique_files(find_images(list(paths)))
+    images = find_images(list(paths))
     if not images:
         raise click.UsageError("no images found in the given paths")
     writable_folder(out_dir, "choose another folder with --out")  # before Ray starts
@@ -576,7 +571,7 @@ _PROFILE_OPTIONS = (
 _QUEUE_DELAY_OPTION = click.option(
     "--max-queue-delay-us",
     type=click.IntRange(0),
-    default=2000,
+    default=DEFAULT_QUEUE_DELAY_US,
     show_default=True,
     help="How long Triton holds a request for others to share its batch.",
 )

@@ -90,7 +90,8 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
 
 
 def find_images(paths: list[str | os.PathLike]) -> list[Path]:
-    """Image files named directly or found (sorted, non-recursive) in the named folders."""
+    """Image files named directly or found (sorted, non-recursive) in the named folders, each file once
+    (named twice, or once directly and once through its folder), as first named."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -99,7 +100,8 @@ def find_images(paths: list[str | os.PathLike]) -> list[Path]:
             found.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
-    return found
+    seen: set[Path] = set()
+    return [p for p in found if not (p.resolve() in seen or seen.add(p.resolve()))]
 
 
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)  # 35 mm equivalents are defined on the diagonal (CIPA)

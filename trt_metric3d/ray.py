@@ -189,7 +189,7 @@ def image_files(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
     """Absolute paths of the images named or found in the named folders (as `infer` finds them),
     each file once."""
     paths = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
-    return list(dict.fromkeys(path.resolve() for path in find_images(paths)))
+    return [path.resolve() for path in find_images(paths)]
 
 
 def _actor_device(device: str | None, gpus_per_actor: float, cluster_gpus: float) -> tuple[str, float]:

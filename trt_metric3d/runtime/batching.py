@@ -189,6 +189,16 @@ def to_image_size(out: Metric3DOutput, index: int, canvas: Canvas) -> dict[str, 
     }
 
 
+def to_metric_images(
+    out: Metric3DOutput, canvases: Sequence[Canvas], scales: Sequence[float]
+) -> list[dict[str, torch.Tensor]]:
+    """`to_image_size` of each image, with metric "depth": canonical depth x its `metric_scales` factor."""
+    per_image = [to_image_size(out, i, c) for i, c in enumerate(canvases)]
+    for p, s in zip(per_image, scales, strict=True):
+        p["depth"] = p["canonical_depth"] * s
+    return per_image
+
+
 def to_predictions(
     per_image: Sequence[dict[str, torch.Tensor]], canvases: Sequence[Canvas]
 ) -> list[Prediction]:

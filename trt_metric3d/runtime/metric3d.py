@@ -25,7 +25,7 @@ from .batching import (
     canvases_from_arrays,
     canvases_from_tensor,
     metric_scales,
-    to_image_size,
+    to_metric_images,
     to_predictions,
 )
 from .stream import FrameStream
@@ -308,10 +308,7 @@ class Metric3D:
     ) -> list[dict[str, torch.Tensor]]:
         """Each image's outputs on this device, at its own size, with metric "depth" (NaN / inf refused)."""
         self._check_finite(out.depth)
-        per_image = [to_image_size(out, i, c) for i, c in enumerate(canvases)]
-        for p, s in zip(per_image, scales, strict=True):
-            p["depth"] = p["canonical_depth"] * s
-        return per_image
+        return to_metric_images(out, canvases, scales)
 
     def controlnet_maps(
         self,

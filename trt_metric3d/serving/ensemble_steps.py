@@ -14,7 +14,7 @@ from ..errors import BackendUnavailable
 from ..export import INPUT_NAME, OUTPUT_NAMES
 from ..model import Metric3DOutput
 from ..processing import fit_canvas
-from ..runtime.batching import OUTPUT_CHANNELS, canvases_from_arrays, metric_scales, to_image_size
+from ..runtime.batching import OUTPUT_CHANNELS, canvases_from_arrays, metric_scales, to_metric_images
 from .interface import CONFIDENCE, DEPTH, NORMAL
 from .model_config import tensor
 
@@ -62,14 +62,10 @@ def postprocess(canvas_outputs: dict[str, np.ndarray], image_size: np.ndarray, s
             "rebuild it with trt-metric3d triton-repo on the serving machine"
         )
     out = Metric3DOutput(depth, confidence, normal, normal_iter1=None)  # not among the answers
-    per_image = [
-        to_image_size(out, index, fit_canvas(height, width))
-        for index, (height, width) in enumerate(image_size.tolist())
-    ]
+    canvases = [fit_canvas(height, width) for height, width in image_size.tolist()]
+    per_image = to_metric_images(out, canvases, scale[:, 0].tolist())
     return {
-        DEPTH: np.stack(
-            [(p["canonical_depth"] * s).numpy() for p, s in zip(per_image, scale[:, 0].tolist(), strict=True)]
-        ),
+        DEPTH: np.stack([p["depth"].numpy() for p in per_image]),
         CONFIDENCE: np.stack([p["confidence"].numpy() for p in per_image]),
         NORMAL: np.stack([p["normal"].numpy() for p in per_image]),
     }

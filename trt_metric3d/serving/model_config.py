@@ -14,6 +14,7 @@ from pathlib import Path
 from ..io import atomic_write_bytes
 
 VERSION = "1"  # the one version folder of each model
+DEFAULT_QUEUE_DELAY_US = 2000  # how long Triton's dynamic batcher holds a request for others to join
 
 
 class Enum(str):

@@ -20,11 +20,10 @@ from pathlib import Path
 from ..errors import InputError
 from ..runtime.metric3d import resolve_device
 from .interface import MODEL_NAME, request_inputs, response_outputs
-from .model_config import Enum, string_parameters, write_model
+from .model_config import DEFAULT_QUEUE_DELAY_US, Enum, string_parameters, write_model
 from .tritonserver import Ports, TritonServer
 
 DEFAULT_MAX_BATCH_SIZE = 4
-DEFAULT_QUEUE_DELAY_US = 2000  # how long a request may wait for others to share its forward
 
 
 def serve_config(options: dict[str, str], max_batch_size: int, max_queue_delay_us: int) -> dict:

@@ -36,10 +36,9 @@ from .ensemble_steps import (
     SCALE,
 )
 from .interface import CONFIDENCE, DEPTH, FX, FY, IMAGE, MODEL_NAME, NORMAL, request_inputs, response_outputs
-from .model_config import VERSION, Enum, map_entries, write_model
+from .model_config import DEFAULT_QUEUE_DELAY_US, VERSION, Enum, map_entries, write_model
 
 PREPROCESS, ENGINE, POSTPROCESS = (f"{MODEL_NAME}_{step}" for step in ("preprocess", "engine", "postprocess"))
-DEFAULT_QUEUE_DELAY_US = 2000  # how long a canvas may wait for others to share the plan's forward
 TRITON_TENSORRT = (
     "Triton's tensorrt_plan backend loads engines of TensorRT, not TensorRT-RTX: install the TensorRT "
     "of your Triton release (pip install tensorrt-cu12, or tensorrt-cu13)"
