@@ -50,7 +50,7 @@ def small_checkpoint(tmp_path_factory, small_state_dict) -> Path:
 def small_onnx(small_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
     """(FP32, FP16) ONNX of the synthetic vit-small, exported once per test session."""
     pytest.importorskip("onnxscript")
-    from trt_metric3d.engine import pipeline
+    from trt_metric3d.export import stages
 
-    fp32, fp16, _ = pipeline.exported_onnx("vit-small", small_checkpoint, tmp_path_factory.mktemp("export"))
+    fp32, fp16, _ = stages.exported_onnx("vit-small", small_checkpoint, tmp_path_factory.mktemp("export"))
     return fp32, fp16

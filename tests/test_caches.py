@@ -13,7 +13,7 @@ import pytest
 import trt_metric3d.export as export_module
 from trt_metric3d.engine import builder, pipeline
 from trt_metric3d.errors import InputError, MissingDependency, WorkspaceError
-from trt_metric3d.export import staging
+from trt_metric3d.export import stages, staging
 
 pytest.importorskip("onnxscript")
 
@@ -83,14 +83,14 @@ def test_damaged_export_is_exported_again(
 ):
     damaged = export_dir / small_onnx[which == "fp16"].name
     DAMAGES[damage](damaged)
-    fp32, fp16, _ = pipeline.exported_onnx("vit-small", small_checkpoint, export_dir)
+    fp32, fp16, _ = stages.exported_onnx("vit-small", small_checkpoint, export_dir)
     assert exports == ([fp32.name, fp16.name] if which == "fp32" else [fp16.name])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(damaged) in warnings[0] and "exporting it again" in warnings[0]
     for repaired, original in zip((fp32, fp16), small_onnx, strict=True):
         assert staging.damage(repaired) is None
         assert repaired.read_bytes() == original.read_bytes()
-    pipeline.exported_onnx("vit-small", small_checkpoint, export_dir)
+    stages.exported_onnx("vit-small", small_checkpoint, export_dir)
     assert len(exports) == (2 if which == "fp32" else 1), "a repaired export is used as it is"
 
 
@@ -99,7 +99,7 @@ def test_truncated_fp16_is_really_converted_again(export_dir, small_onnx, small_
     monkeypatch.setattr(export_module, "export_onnx", fail("the FP32 ONNX is fine: no export needed"))
     fp16 = export_dir / small_onnx[1].name
     fp16.write_bytes(fp16.read_bytes()[: fp16.stat().st_size // 2])
-    pipeline.exported_onnx("vit-small", small_checkpoint, export_dir)
+    stages.exported_onnx("vit-small", small_checkpoint, export_dir)
     onnx.checker.check_model(str(fp16))
     assert fp16.stat().st_size == small_onnx[1].stat().st_size and staging.damage(fp16) is None
 
@@ -121,7 +121,7 @@ def test_leftovers_of_interrupted_exports_are_removed(
     others = [export_dir / f".{fp32.name}x.abcdefgh", export_dir / ".vit-large-0123.onnx.abcdefgh"]
     for path in others:
         path.write_bytes(b"someone else's")
-    pipeline.exported_onnx("vit-small", small_checkpoint, export_dir)
+    stages.exported_onnx("vit-small", small_checkpoint, export_dir)
     assert exports == [], "the export itself is intact"
     assert not any(path.exists() for path in leftovers) and all(path.exists() for path in others)
     removed = [r.getMessage() for r in caplog.records if "interrupted write" in r.getMessage()]
@@ -135,7 +135,7 @@ def test_export_without_the_onnx_extra_says_what_to_install(module, small_checkp
     with pytest.raises(
         MissingDependency, match=rf'^{module} is not installed: pip install "trt-metric3d\[onnx\]"$'
     ):
-        pipeline.exported_onnx("vit-small", small_checkpoint, tmp_path)
+        stages.exported_onnx("vit-small", small_checkpoint, tmp_path)
 
 
 def test_onnxruntime_backend_without_onnxruntime_says_what_to_install(monkeypatch):
@@ -168,7 +168,7 @@ def test_export_folder_under_a_file_is_reported_before_any_work(regular_file, sm
     monkeypatch.setattr(pipeline, "load_model", fail("model loaded for an unwritable folder"))
     folder = regular_file / "export"
     with pytest.raises(WorkspaceError, match="--out") as raised:
-        pipeline.exported_onnx("vit-small", small_checkpoint, folder)
+        stages.exported_onnx("vit-small", small_checkpoint, folder)
     message = str(raised.value)
     assert str(folder) in message and "METRIC3D_EXPORT_DIR" in message and "\n" not in message
 
@@ -187,7 +187,7 @@ def test_read_only_export_folder_is_reported(tmp_path, small_checkpoint):
     folder = tmp_path / "read-only"
     folder.mkdir(mode=0o555)
     with pytest.raises(WorkspaceError, match="--out"):
-        pipeline.exported_onnx("vit-small", small_checkpoint, folder)
+        stages.exported_onnx("vit-small", small_checkpoint, folder)
 
 
 def test_unknown_compute_capability_lists_the_valid_ones_before_the_export(monkeypatch):

@@ -23,6 +23,7 @@ from trt_metric3d.checkpoint import (
 )
 from trt_metric3d.errors import InputError, Metric3DError
 from trt_metric3d.model import build_model
+from trt_metric3d.workspace import CHECKPOINT_DIR_ENV
 
 SMALL_FILE = "metric_depth_vit_small_800k.pth"
 # One LayerNorm of the decoder's ResidualBlock, registered as both `downsample.1` and `norm3`.
@@ -330,7 +331,7 @@ def no_hub(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     monkeypatch.setattr(ckpt, "_hub_unreachable", lambda endpoint: None)
-    monkeypatch.delenv(ckpt.CHECKPOINT_DIR_ENV, raising=False)
+    monkeypatch.delenv(CHECKPOINT_DIR_ENV, raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     return calls
 
@@ -340,7 +341,7 @@ def test_environment_folder_wins(no_hub, monkeypatch, tmp_path):
     cached.parent.mkdir()
     cached.write_bytes(b"x")
     (tmp_path / "metric_depth_vit_large_800k.pth").write_bytes(b"x")
-    monkeypatch.setenv(ckpt.CHECKPOINT_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(tmp_path))
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: str(cached))
     assert resolve_checkpoint("vit-large") == tmp_path / "metric_depth_vit_large_800k.pth"
     assert not no_hub
@@ -351,7 +352,7 @@ def test_hf_cache_when_the_folder_lacks_the_file(no_hub, monkeypatch, tmp_path):
     cached.parent.mkdir()
     cached.write_bytes(b"x")
     (tmp_path / "metric_depth_vit_large_800k.pth").write_bytes(b"x")  # another backbone's file: not used
-    monkeypatch.setenv(ckpt.CHECKPOINT_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(tmp_path))
     asked = []
     monkeypatch.setattr(
         huggingface_hub,
@@ -373,7 +374,7 @@ def test_download_as_last_resort(no_hub, monkeypatch):
 
 
 def test_offline_without_a_local_file_says_what_to_do(no_hub, monkeypatch, tmp_path):
-    monkeypatch.setenv(ckpt.CHECKPOINT_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(tmp_path))
     with pytest.raises(CheckpointNotFoundError) as info:
         load_model("vit-small")
     message = str(info.value)
@@ -385,7 +386,7 @@ def test_offline_without_a_local_file_says_what_to_do(no_hub, monkeypatch, tmp_p
 
 
 def test_environment_folder_that_does_not_exist_is_named(no_hub, monkeypatch, tmp_path):
-    monkeypatch.setenv(ckpt.CHECKPOINT_DIR_ENV, str(tmp_path / "nowhere"))
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(CheckpointNotFoundError, match="nowhere is not an existing folder"):
         resolve_checkpoint("vit-small")
 
@@ -414,7 +415,7 @@ def test_hf_hub_offline_still_uses_the_cache(no_hub, monkeypatch, tmp_path):
 def empty_cache(monkeypatch, tmp_path):
     """Nothing cached, no folder set, HF_HUB_OFFLINE unset: the next step would be a download."""
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
-    monkeypatch.delenv(ckpt.CHECKPOINT_DIR_ENV, raising=False)
+    monkeypatch.delenv(CHECKPOINT_DIR_ENV, raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
 
@@ -450,3 +451,20 @@ def test_hub_probe_goes_through_a_proxy_and_passes_when_it_answers(monkeypatch):
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
         assert ckpt._hub_unreachable("https://hub.invalid") is None
+
+
+def test_doctor_finds_checkpoints_where_loading_finds_them(no_hub, monkeypatch, tmp_path):
+    """doctor and resolve_checkpoint share one lookup: a folder given as ~/... is found by both."""
+    from click.testing import CliRunner
+
+    from trt_metric3d.cli import main
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / SMALL_FILE).write_bytes(b"x")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, "~/models")
+    assert resolve_checkpoint("vit-small") == tmp_path / "models" / SMALL_FILE
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert f"checkpoint vit-small: {tmp_path / 'models' / SMALL_FILE}" in result.output
+    assert "checkpoint vit-large: not downloaded yet" in result.output

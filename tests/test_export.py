@@ -14,8 +14,12 @@ from trt_metric3d.processing import make_canvas, unpad
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from trt_metric3d.engine import pipeline  # noqa: E402
-from trt_metric3d.export import INPUT_NAME, OUTPUT_NAMES, CanvasNetwork  # noqa: E402
+from trt_metric3d.export import (  # noqa: E402
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    CanvasNetwork,
+    stages,  # noqa: E402
+)
 
 TOLERANCE = 1e-4
 FP16_MAX_REL = 1e-2  # depth, FP16 vs FP32 graph on ONNX Runtime CPU; measured ~1e-3 (synthetic weights)
@@ -92,7 +96,7 @@ def test_export_is_cached_per_checkpoint(onnx_files, small_checkpoint, monkeypat
     import trt_metric3d.export as export_module
 
     monkeypatch.setattr(export_module, "export_onnx", lambda *a: pytest.fail("exported again"))
-    again = pipeline.exported_onnx("vit-small", small_checkpoint, onnx_files[0].parent)
+    again = stages.exported_onnx("vit-small", small_checkpoint, onnx_files[0].parent)
     assert again[:2] == onnx_files
 
 

@@ -11,7 +11,7 @@ import torch
 from reference import reference_dir
 from trt_metric3d.engine import pipeline
 from trt_metric3d.errors import InputError, MissingDependency
-from trt_metric3d.export import quantize
+from trt_metric3d.export import quantize, stages
 from trt_metric3d.io import read_image
 
 pytest.importorskip("modelopt.onnx.quantization")
@@ -25,7 +25,7 @@ PHOTOS = quantize.default_calibration_dir()
 def quantized(request, small_checkpoint, small_onnx) -> tuple[str, tuple]:
     """(precision, quantized_onnx(...)) for the synthetic vit-small, calibrated on the bundled photos."""
     folder = small_onnx[0].parent
-    files = pipeline.quantized_onnx("vit-small", request.param, small_checkpoint, folder, canvas_hw=CANVAS_HW)
+    files = stages.quantized_onnx("vit-small", request.param, small_checkpoint, folder, canvas_hw=CANVAS_HW)
     return request.param, files
 
 
@@ -80,7 +80,7 @@ def test_tensorrt_rtx_builds_the_quantized_graph_ahead_of_time(quantized):
 def test_quantized_graph_is_cached(quantized, small_checkpoint, small_onnx, monkeypatch):
     precision, files = quantized
     monkeypatch.setattr(quantize, "quantize_onnx", lambda *a: pytest.fail("calibrated again"))
-    again = pipeline.quantized_onnx(
+    again = stages.quantized_onnx(
         "vit-small", precision, small_checkpoint, small_onnx[0].parent, canvas_hw=CANVAS_HW
     )
     assert again == files
@@ -88,14 +88,14 @@ def test_quantized_graph_is_cached(quantized, small_checkpoint, small_onnx, monk
 
 def test_cache_key_changes_with_precision_calibration_and_canvas(tmp_path):
     photos = quantize.calibration_images(PHOTOS)
-    key = pipeline.quantization_key("int8", photos, CANVAS_HW)
-    assert key == pipeline.quantization_key("int8", list(photos), CANVAS_HW)
-    assert key != pipeline.quantization_key("fp8", photos, CANVAS_HW)
-    assert key != pipeline.quantization_key("int8", photos, None)
+    key = stages.quantization_key("int8", photos, CANVAS_HW)
+    assert key == stages.quantization_key("int8", list(photos), CANVAS_HW)
+    assert key != stages.quantization_key("fp8", photos, CANVAS_HW)
+    assert key != stages.quantization_key("int8", photos, None)
     shutil.copytree(PHOTOS, tmp_path / "photos")
     (tmp_path / "photos" / "coffee.jpg").write_bytes((tmp_path / "photos" / "rocket.jpg").read_bytes())
     other = quantize.calibration_images(tmp_path / "photos")
-    assert key != pipeline.quantization_key("int8", other, CANVAS_HW)
+    assert key != stages.quantization_key("int8", other, CANVAS_HW)
 
 
 @pytest.mark.parametrize("count", [0, 1, quantize.MIN_CALIBRATION_IMAGES - 1])
@@ -110,7 +110,7 @@ def test_missing_calibration_folder_and_unknown_precision(tmp_path, small_checkp
     with pytest.raises(InputError, match="--calibration"):
         quantize.calibration_images(tmp_path / "nowhere")
     with pytest.raises(InputError, match="int8, fp8"):
-        pipeline.quantized_onnx("vit-small", "int4", small_checkpoint, tmp_path)
+        stages.quantized_onnx("vit-small", "int4", small_checkpoint, tmp_path)
 
 
 def test_large_calibration_sets_are_capped(tmp_path):

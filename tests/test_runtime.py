@@ -187,9 +187,9 @@ def test_onnxruntime_providers_prefer_tensorrt_then_cuda_on_a_gpu(tmp_path):
 
 def test_onnxruntime_without_cuda_provider_fails_before_exporting(monkeypatch, one_gpu):
     pytest.importorskip("onnxruntime")
-    import trt_metric3d.engine.pipeline as pipeline
+    import trt_metric3d.export.stages as stages
 
-    monkeypatch.setattr(pipeline, "exported_onnx", lambda *a: pytest.fail("exported for nothing"))
+    monkeypatch.setattr(stages, "exported_onnx", lambda *a: pytest.fail("exported for nothing"))
     monkeypatch.setattr("onnxruntime.get_available_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(RuntimeError, match="pip install onnxruntime-gpu"):
         Metric3D("vit-small", backend="onnxruntime", device="cuda")

@@ -17,6 +17,8 @@ import torch
 
 from .model import Metric3DOutput
 from .processing import Canvas, resize_to_image, unpad
+from .runtime import Metric3D
+from .runtime.batching import canvases_from_arrays
 from .visualize import depth_to_image, normal_to_image, resize_with_pad
 
 DEFAULT_RESOLUTION = 512
@@ -52,13 +54,22 @@ def controlnet_maps_batch(
     upscale: int = cv2.INTER_CUBIC,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """`controlnet_maps` for several images with one forward of the network."""
-    from .runtime import Metric3D  # the runtime draws its maps with `node_images` below
-
     weight = next(model.parameters())
     precision = "fp16" if weight.dtype == torch.float16 else "fp32"
-    return Metric3D(model=model, device=weight.device, precision=precision).controlnet_maps(
-        images, resolution, upscale
-    )
+    with Metric3D(model=model, device=weight.device, precision=precision) as runtime:
+        return runtime_controlnet_maps(runtime, images, resolution, upscale)
+
+
+def runtime_controlnet_maps(
+    runtime: Metric3D,
+    images: Sequence[np.ndarray],
+    resolution: int = DEFAULT_RESOLUTION,
+    upscale: int = cv2.INTER_CUBIC,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`controlnet_maps` of each RGB image through an open `Metric3D` (any backend), one forward."""
+    batch = canvases_from_arrays(list(images), runtime.device)
+    out = runtime.forward(batch.pixels)
+    return [node_images(out, i, c, resolution, upscale) for i, c in enumerate(batch.canvases)]
 
 
 def node_images(

@@ -18,10 +18,10 @@ import torch
 
 from .errors import InputError, Metric3DError
 from .model import BACKBONES, CONFIGS, build_model
+from .workspace import CHECKPOINT_DIR_ENV
 
 HF_REPO = "JUGGHM/Metric3D"
 HF_URL = f"https://huggingface.co/{HF_REPO}"
-CHECKPOINT_DIR_ENV = "METRIC3D_CHECKPOINT_DIR"
 HUB_PROBE_TIMEOUT_S = 3.0
 
 _ENCODER = "depth_model.encoder."
@@ -103,6 +103,26 @@ def _hub_unreachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> str
     return outcome[0] if outcome else f"no connection to {host}:{port} within {timeout:g} s"
 
 
+def _checkpoint_folder() -> Path | None:
+    local_dir = os.environ.get(CHECKPOINT_DIR_ENV, "").strip()
+    return Path(local_dir).expanduser() if local_dir else None
+
+
+def local_checkpoint(backbone: str) -> Path | None:
+    """The official checkpoint for `backbone` where it already is on this machine (no network): in the
+    folder named by $METRIC3D_CHECKPOINT_DIR, else in the Hugging Face cache; None where neither has it."""
+    import huggingface_hub
+
+    filename = checkpoint_filename(backbone)
+    folder = _checkpoint_folder()
+    if folder is not None and (folder / filename).is_file():
+        return folder / filename
+    cached = huggingface_hub.try_to_load_from_cache(HF_REPO, filename)
+    if isinstance(cached, str | os.PathLike) and Path(cached).is_file():
+        return Path(cached)
+    return None
+
+
 def resolve_checkpoint(backbone: str) -> Path:
     """Path of the official checkpoint for `backbone`, looked for in this order:
 
@@ -115,19 +135,15 @@ def resolve_checkpoint(backbone: str) -> Path:
     """
     import huggingface_hub
 
+    found = local_checkpoint(backbone)
+    if found is not None:
+        return found
     filename = checkpoint_filename(backbone)
-    local_dir = os.environ.get(CHECKPOINT_DIR_ENV, "").strip()
+    folder = _checkpoint_folder()
     local_note = ""
-    if local_dir:
-        folder = Path(local_dir).expanduser()
-        if (folder / filename).is_file():
-            return folder / filename
+    if folder is not None:
         state = "does not contain it" if folder.is_dir() else "is not an existing folder"
-        local_note = f"{CHECKPOINT_DIR_ENV}={local_dir} {state}; "
-
-    cached = huggingface_hub.try_to_load_from_cache(HF_REPO, filename)
-    if isinstance(cached, str | os.PathLike) and Path(cached).is_file():
-        return Path(cached)
+        local_note = f"{CHECKPOINT_DIR_ENV}={os.environ[CHECKPOINT_DIR_ENV].strip()} {state}; "
 
     cause: Exception | None = None
     endpoint = _hub_endpoint()

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
 import click
 import numpy as np
 
-from .engine.cache import ENGINE_DIR_ENV, workspace_dir
-from .engine.pipeline import ENGINE_PRECISIONS, EXPORT_DIR_ENV
+from .engine.pipeline import ENGINE_PRECISIONS
 from .errors import InputError, Metric3DError
-from .export.quantize import CALIBRATION_DIR_ENV, default_calibration_dir
+from .export.quantize import default_calibration_dir
 from .model import BACKBONES
 from .processing import MAX_PIXELS, MAX_SIDE
 from .runtime.metric3d import BACKENDS, PRECISIONS
 from .serving.model_config import DEFAULT_QUEUE_DELAY_US
+from .workspace import CALIBRATION_DIR_ENV, ENGINE_DIR_ENV, EXPORT_DIR_ENV, workspace_dir
 
 DEBUG_ENV = "TRT_METRIC3D_DEBUG"
 
@@ -614,7 +613,7 @@ def export(
     calibration: str | None,
 ) -> None:
     """ONNX with dynamic batch/height/width (FP32) and its mixed FP16 version for TensorRT."""
-    from .engine.pipeline import exported_onnx, quantized_onnx
+    from .export.stages import exported_onnx, quantized_onnx
 
     fp32, fp16, _ = exported_onnx(backbone, checkpoint, export_dir)
     click.echo(f"{fp32}\n{fp16}")
@@ -881,7 +880,7 @@ def doctor() -> None:
 
     import torch
 
-    from .checkpoint import CHECKPOINT_DIR_ENV, HF_REPO, checkpoint_filename
+    from .checkpoint import local_checkpoint
     from .engine.builder import INSTALL_HINT, import_tensorrt
     from .engine.cache import EngineCache, read_sidecar
 
@@ -907,14 +906,8 @@ def doctor() -> None:
         click.echo(f"{flavour} {trt.__version__}")
     except ImportError:
         click.echo(INSTALL_HINT)
-    import huggingface_hub
-
-    local = os.environ.get(CHECKPOINT_DIR_ENV)
     for backbone in BACKBONES:
-        name = checkpoint_filename(backbone)
-        found = Path(local) / name if local and (Path(local) / name).is_file() else None
-        cached = huggingface_hub.try_to_load_from_cache(HF_REPO, name)
-        where = found or (cached if isinstance(cached, str) else None)
+        where = local_checkpoint(backbone)
         click.echo(f"checkpoint {backbone}: {where or 'not downloaded yet (fetched on first use)'}")
     cache = EngineCache()
     found = sorted(cache.folder.glob("*.json")) if cache.folder.is_dir() else []

@@ -14,6 +14,7 @@ import logging
 import numpy as np
 import torch
 
+from ..annotator import runtime_controlnet_maps
 from ..export.quantize import (
     PRECISIONS as QUANTIZED,
 )  # TensorRT or ONNX Runtime; PyTorch runs its own precision instead
@@ -153,7 +154,7 @@ def run_maps(
     progress, maps = Progress(len(frames)), []
     for start in range(0, len(frames), CHUNK):
         chunk = list(frames[start : start + CHUNK])
-        maps += runtime.controlnet_maps(chunk, resolution)
+        maps += runtime_controlnet_maps(runtime, chunk, resolution)
         progress.update(len(chunk))
     return maps
 

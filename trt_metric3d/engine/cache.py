@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,42 +19,11 @@ from pathlib import Path
 from filelock import FileLock
 
 from ..io import atomic_write_bytes, writable_folder
+from ..workspace import ENGINE_DIR_ENV, file_sha256, remove_stale_temps, workspace_dir
 
 log = logging.getLogger("trt_metric3d")
 
-ENGINE_DIR_ENV = "METRIC3D_ENGINE_DIR"
 ENGINE_DIR_FIX = f"choose another with --engines or {ENGINE_DIR_ENV}"
-
-
-def workspace_dir(env: str, name: str) -> Path:
-    """$env, else the `name/` workspace of a source checkout, else ~/.cache/trt-metric3d/<name>."""
-    if os.environ.get(env):
-        return Path(os.environ[env])
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").is_file() and (checkout / name).is_dir():
-        return checkout / name
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trt-metric3d" / name
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 2**24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def remove_stale_temps(path: Path) -> None:
-    """Remove what interrupted writes of `path` left: `.<name>.XXXXXXXX.tmp` files (atomic writes) and
-    `.<name>.XXXXXXXX/` folders (staged exports). Call only under the lock every writer of `path` holds,
-    so that whatever is found belongs to a writer that died."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.[^.]+(\.tmp)?")
-    for entry in [e for e in path.parent.iterdir() if pattern.fullmatch(e.name)]:
-        log.warning("removing %s, left by an interrupted write of %s", entry, path.name)
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,10 @@ from types import ModuleType
 import cv2
 import numpy as np
 
-from ..engine.cache import file_sha256, workspace_dir
 from ..errors import InputError, MissingDependency
 from ..io import find_images, read_image
 from ..processing import make_canvas
+from ..workspace import CALIBRATION_DIR_ENV, file_sha256, workspace_dir
 from . import staging
 from .onnx_export import module_of
 from .staging import save_staged
@@ -39,7 +39,6 @@ from .staging import save_staged
 log = logging.getLogger("trt_metric3d")
 
 PRECISIONS = ("int8", "fp8")
-CALIBRATION_DIR_ENV = "METRIC3D_CALIBRATION_DIR"
 MIN_CALIBRATION_IMAGES = 4
 MAX_CALIBRATION_IMAGES = 32  # each image is calibrated at two 616 x 1064 canvases, held in memory
 INSTALL = 'pip install "trt-metric3d[quantize]"'

@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..engine.cache import file_sha256
 from ..io import atomic_write_bytes
+from ..workspace import file_sha256
 
 log = logging.getLogger("trt_metric3d")
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ..errors import BackendUnavailable, InputError
 from ..model import Metric3DOutput
 from ..pointcloud import PointCloud, depth_to_point_cloud
 from ..processing import (
@@ -197,6 +197,15 @@ def to_metric_images(
     for p, s in zip(per_image, scales, strict=True):
         p["depth"] = p["canonical_depth"] * s
     return per_image
+
+
+def check_finite_depth(depth: torch.Tensor, source: str, fix: str) -> None:
+    """Refuse NaN / inf canonical depth (B x 1 x H x W) from `source` (e.g. "the tensorrt backend (fp16)"),
+    naming the first bad image and the fix: one reduction; the search only on failure."""
+    if bool(torch.isfinite(depth).all()):
+        return
+    index = next(i for i, image in enumerate(depth) if not bool(torch.isfinite(image).all()))
+    raise BackendUnavailable(f"{source} returned NaN or inf depth for image {index}; {fix}")
 
 
 def to_predictions(

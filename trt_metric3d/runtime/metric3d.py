@@ -6,11 +6,9 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 
-import cv2
 import numpy as np
 import torch
 
-from ..annotator import DEFAULT_RESOLUTION, node_images
 from ..engine.builder import BuildProgress, print_progress
 from ..errors import BackendUnavailable, InputError
 from ..export.quantize import (
@@ -24,6 +22,7 @@ from .batching import (
     Prediction,
     canvases_from_arrays,
     canvases_from_tensor,
+    check_finite_depth,
     metric_scales,
     to_metric_images,
     to_predictions,
@@ -213,7 +212,7 @@ class Metric3D:
             )
             return TensorRTBackend(engine, self.device, cuda_graph=cuda_graph)
         if backend == "onnxruntime":
-            from ..engine.pipeline import exported_onnx, quantized_onnx
+            from ..export.stages import exported_onnx, quantized_onnx
             from .onnxruntime_backend import OnnxRuntimeBackend, onnxruntime_providers
 
             providers = onnxruntime_providers(self.device, self._engine_dir)  # before a long export
@@ -266,7 +265,7 @@ class Metric3D:
                 "convert it first, e.g. np.asarray(pil_image.convert('RGB'))"
             )
         scales = metric_scales(batch.canvases, fx, fy)  # checks fx / fy before the forward
-        per_image = self._to_images(self._forward(batch.pixels), batch.canvases, scales)
+        per_image = self.to_images(self.forward(batch.pixels), batch.canvases, scales)
         if isinstance(images, torch.Tensor):
             return DepthBatch(**{k: torch.stack([p[k] for p in per_image]) for k in per_image[0]})
         results = to_predictions(per_image, batch.canvases)
@@ -297,44 +296,27 @@ class Metric3D:
         self._check_open()
         return FrameStream(self, frames, fx, fy, latest=latest, queue_size=queue_size)
 
-    def _forward(self, pixels: torch.Tensor) -> Metric3DOutput:
-        """The network on B x 3 x H x W canvases on this device; the outputs may be the backend's reused
-        buffers (TensorRT, CUDA graphs), valid until its next call."""
+    def forward(self, pixels: torch.Tensor) -> Metric3DOutput:
+        """The network stage: B x 3 x H x W canvases on this device -> canonical outputs; they may be the
+        backend's reused buffers (TensorRT, CUDA graphs), valid until its next call."""
         self._check_open()
         return self._backend(pixels)
 
-    def _to_images(
+    def to_images(
         self, out: Metric3DOutput, canvases: Sequence[Canvas], scales: Sequence[float]
     ) -> list[dict[str, torch.Tensor]]:
-        """Each image's outputs on this device, at its own size, with metric "depth" (NaN / inf refused)."""
-        self._check_finite(out.depth)
+        """The post-processing stage: each image's outputs on this device, at its own size, with metric
+        "depth" (NaN / inf refused)."""
+        check_finite_depth(
+            out.depth,
+            f"the {self.backend} backend ({self.precision})",
+            "the backend is not working here: try precision='fp32' or backend='torch'",
+        )
         return to_metric_images(out, canvases, scales)
-
-    def controlnet_maps(
-        self,
-        images: Sequence[np.ndarray],
-        resolution: int = DEFAULT_RESOLUTION,
-        upscale: int = cv2.INTER_CUBIC,
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The ComfyUI Metric3D nodes' (depth image, normal image) for each RGB image, one forward."""
-        self._check_open()
-        batch = canvases_from_arrays(list(images), self.device)
-        out = self._forward(batch.pixels)
-        return [node_images(out, i, c, resolution, upscale) for i, c in enumerate(batch.canvases)]
 
     def _check_open(self) -> None:
         if self._backend is None:
             raise BackendUnavailable("this Metric3D was closed; create a new one")
-
-    def _check_finite(self, depth: torch.Tensor) -> None:
-        """Refuse NaN / inf canonical depth (B x 1 x H x W): one reduction; the search only on failure."""
-        if bool(torch.isfinite(depth).all()):
-            return
-        index = next(i for i, image in enumerate(depth) if not bool(torch.isfinite(image).all()))
-        raise BackendUnavailable(
-            f"the {self.backend} backend ({self.precision}) returned NaN or inf depth for image {index}; "
-            "the backend is not working here: try precision='fp32' or backend='torch'"
-        )
 
     def close(self) -> None:
         """Free the backend and its device memory; the object can no longer predict."""

@@ -5,8 +5,8 @@ Four threads, joined by small bounded channels, carry each frame through the sam
 
   read     takes frames from the source
   prepare  checks the frame and puts it on its canvas on the host (`host_canvases`)
-  infer    uploads the canvas and runs the network (`Metric3D._forward`)
-  finish   un-pads and resizes to the frame, scales to metres, copies to the host (`Metric3D._to_images`,
+  infer    uploads the canvas and runs the network (`Metric3D.forward`)
+  finish   un-pads and resizes to the frame, scales to metres, copies to the host (`Metric3D.to_images`,
            `to_predictions`)
 
 torch ops and ONNX Runtime release the GIL, so the stages really run at the same time, also on the CPU.
@@ -309,12 +309,12 @@ class _Pipeline:
     def _infer(self, frame: _Frame) -> _Frame:
         pixels = self.transfers.upload(frame.canvases_u8)
         frame.canvases_u8 = None
-        frame.out, frame.ready = self.transfers.hand_over(self.runtime._forward(pixels))
+        frame.out, frame.ready = self.transfers.hand_over(self.runtime.forward(pixels))
         return frame
 
     def _finish(self, frame: _Frame) -> StreamResult:
         with self.transfers.finishing(frame):
-            per_image = self.runtime._to_images(frame.out, [frame.canvas], [frame.scale])
+            per_image = self.runtime.to_images(frame.out, [frame.canvas], [frame.scale])
             (prediction,) = to_predictions(per_image, [frame.canvas])
         return StreamResult(frame.index, frame.rgb, prediction, time.perf_counter() - frame.taken)
 

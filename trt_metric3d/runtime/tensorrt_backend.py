@@ -16,26 +16,13 @@ from pathlib import Path
 
 import torch
 
-from ..engine.builder import import_tensorrt
-from ..errors import BackendUnavailable, InputError
+from ..engine.loader import deserialize
+from ..errors import InputError
 from ..export import INPUT_NAME, OUTPUT_NAMES
 from ..model import Metric3DOutput
 from .batching import output_buffers
 
 log = logging.getLogger("trt_metric3d")
-
-
-class EngineLoadError(BackendUnavailable):
-    """The engine file does not deserialise with this TensorRT / GPU."""
-
-
-def deserialize(engine_path: str | Path, flavour: str | None = None):
-    trt, _ = import_tensorrt(flavour)
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
-    if engine is None:
-        raise EngineLoadError(f"{engine_path} does not load with TensorRT {trt.__version__} on this GPU")
-    return runtime, engine
 
 
 @dataclass

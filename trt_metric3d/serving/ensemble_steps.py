@@ -10,11 +10,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import BackendUnavailable
 from ..export import INPUT_NAME, OUTPUT_NAMES
 from ..model import Metric3DOutput
 from ..processing import fit_canvas
-from ..runtime.batching import OUTPUT_CHANNELS, canvases_from_arrays, metric_scales, to_metric_images
+from ..runtime.batching import (
+    OUTPUT_CHANNELS,
+    canvases_from_arrays,
+    check_finite_depth,
+    metric_scales,
+    to_metric_images,
+)
 from .interface import CONFIDENCE, DEPTH, NORMAL
 from .model_config import tensor
 
@@ -56,11 +61,12 @@ def postprocess(canvas_outputs: dict[str, np.ndarray], image_size: np.ndarray, s
     values) -> DEPTH, CONFIDENCE (B x H x W) and NORMAL (B x H x W x 3) at the images' size, as predict's
     Prediction fields."""
     depth, confidence, normal = (torch.from_numpy(canvas_outputs[name]) for name in CANVAS_OUTPUTS.values())
-    if not bool(torch.isfinite(depth).all()):
-        raise BackendUnavailable(
-            "the TensorRT plan returned NaN or inf depth: the engine does not work on this GPU / TensorRT; "
-            "rebuild it with trt-metric3d triton-repo on the serving machine"
-        )
+    check_finite_depth(
+        depth,
+        "the TensorRT plan",
+        "the engine does not work on this GPU / TensorRT; rebuild it with trt-metric3d triton-repo on the "
+        "serving machine",
+    )
     out = Metric3DOutput(depth, confidence, normal, normal_iter1=None)  # not among the answers
     canvases = [fit_canvas(height, width) for height, width in image_size.tolist()]
     per_image = to_metric_images(out, canvases, scale[:, 0].tolist())
