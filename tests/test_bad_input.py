@@ -39,10 +39,9 @@ class ConstantDepth:
 
 
 @pytest.fixture
-def runtime_with(monkeypatch, small_model):
+def runtime_with():
     def make(backend: ConstantDepth) -> Metric3D:
-        monkeypatch.setattr(Metric3D, "_torch", lambda self, model, compile: backend)
-        return Metric3D(model=small_model, device="cpu")
+        return Metric3D(backend=backend, device="cpu")
 
     return make
 
@@ -230,3 +229,10 @@ def test_other_runtime_arguments(small_model):
 def test_predict_names_what_it_got_instead_of_images(runtime, images):
     with pytest.raises(InputError, match="images must be a numpy array, a list of them or a B x H x W x 3"):
         runtime.predict(images, fx=500.0)
+
+
+def test_a_backend_object_needs_the_protocol():
+    with pytest.raises(InputError, match="neither a backend name nor a Backend object"):
+        Metric3D(backend=object(), device="cpu")
+    with pytest.raises(InputError, match="unknown backend 'tensorflow'"):
+        Metric3D(backend="tensorflow", device="cpu")

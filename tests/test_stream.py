@@ -46,10 +46,9 @@ class RedDepth:
 
 
 @pytest.fixture
-def runtime_with(monkeypatch):
+def runtime_with():
     def make(backend: RedDepth) -> Metric3D:
-        monkeypatch.setattr(Metric3D, "_torch", lambda self, model, compile: backend)
-        return Metric3D(model=torch.nn.Module(), device="cpu")
+        return Metric3D(backend=backend, device="cpu")
 
     return make
 

@@ -17,6 +17,7 @@ from ..export.quantize import (
 from ..model import BACKBONES, Metric3DOutput
 from ..model.config import CONFIGS
 from ..processing import Canvas
+from .backend import Backend, check_backend
 from .batching import (
     DepthBatch,
     Prediction,
@@ -104,7 +105,7 @@ class Metric3D:
     def __init__(
         self,
         backbone: str = "vit-small",
-        backend: str = "auto",
+        backend: str | Backend = "auto",
         precision: str | None = None,
         device: str | torch.device | None = None,
         checkpoint: str | None = None,
@@ -116,9 +117,10 @@ class Metric3D:
         export_dir: str | os.PathLike | None = None,
         calibration: str | os.PathLike | None = None,
     ) -> None:
-        """backend "auto": on a GPU, TensorRT, then ONNX Runtime's CUDA provider, then PyTorch (the
-        first that is installed and works; the log says which and why others were skipped); PyTorch
-        on the CPU.
+        """backend: a name, or a `Backend` object to run instead (its outputs are post-processed as
+        the built-in backends' are). "auto": on a GPU, TensorRT, then ONNX Runtime's CUDA provider,
+        then PyTorch (the first that is installed and works; the log says which and why others were
+        skipped); PyTorch on the CPU.
         precision: "fp16" (default on CUDA) or "fp32" (default on CPU); "int8" or "fp8" (TensorRT and
         ONNX Runtime): the ViT encoder quantized, calibrated once on the photos in `calibration`
         (default: the bundled calibration/ photos), the rest FP16 (TensorRT) or FP32 (ONNX Runtime).
@@ -136,7 +138,7 @@ class Metric3D:
         """
         if backbone not in BACKBONES:
             raise InputError(f"unknown backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
-        if backend not in BACKENDS:
+        if isinstance(backend, str) and backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         if model is not None:  # name what is really running
             model_cfg = getattr(model, "cfg", None)
@@ -159,9 +161,10 @@ class Metric3D:
         self._export_dir = export_dir
         if cuda_graph and self.device.type != "cuda":
             log.info("Metric3D: cuda_graph ignored: CUDA graphs need a CUDA device, not %s", self.device)
-        # An attribute rather than an argument of _torch: its (model, compile) signature is a test hook.
         self._cuda_graph = cuda_graph and self.device.type == "cuda"
-        if model is not None:
+        if not isinstance(backend, str):
+            self._backend = check_backend(backend)
+        elif model is not None:
             if backend not in ("torch", "auto"):
                 raise InputError(f"a PyTorch model runs on the torch backend, not {backend!r}")
             self._backend = self._torch(model, compile)
