@@ -189,7 +189,7 @@ def test_an_output_that_is_an_input_is_refused(tmp_path, spelling, monkeypatch):
     if spelling == "hard link":
         os.link(clip, output)
     with pytest.raises(InputError, match=f"--out {output} is the input {clip}: choose another output"):
-        refuse_inputs_as_outputs({"--out": output}, [clip])
+        refuse_inputs_as_outputs({"--out": output}.items(), [clip])
 
 
 def test_outputs_that_name_one_file_or_hold_inputs_are_refused(tmp_path, monkeypatch):
@@ -197,14 +197,14 @@ def test_outputs_that_name_one_file_or_hold_inputs_are_refused(tmp_path, monkeyp
     clip = tmp_path / "videos" / "clip.mp4"
     clip.parent.mkdir()
     clip.write_bytes(b"video")
-    with pytest.raises(InputError, match="--out and --npz both name k.mp4"):
-        refuse_inputs_as_outputs({"--out": Path("k.mp4"), "--npz": tmp_path / "k.mp4"}, [clip])
+    with pytest.raises(InputError, match=f"--out and --npz both name {tmp_path / 'k.mp4'}: give each"):
+        refuse_inputs_as_outputs([("--out", Path("k.mp4")), ("--npz", tmp_path / "k.mp4")], [clip])
     with pytest.raises(InputError, match=f"--frames {clip.parent} is replaced whole, and it holds the input"):
-        refuse_inputs_as_outputs({}, [clip], {"--frames": clip.parent})
+        refuse_inputs_as_outputs([], [clip], {"--frames": clip.parent})
     with pytest.raises(InputError, match="holds the --npz output"):
-        refuse_inputs_as_outputs({"--npz": tmp_path / "f" / "k.npz"}, [clip], {"--frames": tmp_path / "f"})
+        refuse_inputs_as_outputs([("--npz", tmp_path / "f" / "k.npz")], [clip], {"--frames": tmp_path / "f"})
     with pytest.raises(InputError, match="--frames . is replaced whole, and it holds the current folder"):
-        refuse_inputs_as_outputs({}, [], {"--frames": Path(".")})
+        refuse_inputs_as_outputs([], [], {"--frames": Path(".")})
     with pytest.raises(InputError, match="--frames f and --ply f/ply overlap"):
-        refuse_inputs_as_outputs({}, [clip], {"--frames": Path("f"), "--ply": Path("f/ply")})
-    refuse_inputs_as_outputs({"--out": Path("k.mp4")}, [clip], {"--frames": Path("frames")})  # all fine
+        refuse_inputs_as_outputs([], [clip], {"--frames": Path("f"), "--ply": Path("f/ply")})
+    refuse_inputs_as_outputs([("--out", Path("k.mp4"))], [clip], {"--frames": Path("frames")})  # all fine

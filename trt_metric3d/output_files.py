@@ -251,11 +251,13 @@ class OutputFolder:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _identity(path: Path) -> tuple[int, int] | None:
+    """What makes two names one file (links, other spellings, hard links): its device and inode."""
     try:
-        return os.path.samefile(a, b)  # also through links, other spellings, hard links
-    except OSError:  # one of them is not there (yet)
-        return False
+        status = os.stat(path)
+    except OSError:  # not there (yet)
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -263,25 +265,29 @@ def _is_within(path: Path, folder: Path) -> bool:
 
 
 def refuse_inputs_as_outputs(
-    outputs: Mapping[str, str | os.PathLike | None],
+    outputs: Iterable[tuple[str, str | os.PathLike | None]],
     inputs: Iterable[str | os.PathLike | None],
     folders: Mapping[str, str | os.PathLike | None] = {},
 ) -> None:
     """InputError, before any work, when an output would destroy an input or another output.
 
-    outputs: option (e.g. "--npz") -> output file; folders: option -> a folder output that is replaced
-    whole (so it must hold no input); inputs: the files read. None entries are left out.
+    outputs: (option, e.g. "--npz", output file) pairs; folders: option -> a folder output that is
+    replaced whole (so it must hold no input); inputs: the files read. None entries are left out.
     """
     inputs = [Path(p) for p in inputs if p is not None]
-    named = [(option, Path(p)) for option, p in outputs.items() if p is not None and str(p) != STDOUT]
+    by_identity = {_identity(p): p for p in inputs}
+    named = [(option, Path(p)) for option, p in outputs if p is not None and str(p) != STDOUT]
+    claimed: dict[object, str] = {}
     for option, output in named:
-        for source in inputs:
-            if _same_file(output, source):
-                raise InputError(f"{option} {output} is the input {source}: choose another output path")
-    for index, (option, output) in enumerate(named):
-        for other_option, other in named[index + 1 :]:
-            if output.absolute() == other.absolute() or _same_file(output, other):
-                raise InputError(f"{option} and {other_option} both name {output}: give each its own path")
+        identity = _identity(output)
+        if identity is not None and identity in by_identity:
+            raise InputError(
+                f"{option} {output} is the input {by_identity[identity]}: choose another output path"
+            )
+        key = identity or os.path.realpath(output)
+        if key in claimed:
+            raise InputError(f"{claimed[key]} and {option} both name {output}: give each its own path")
+        claimed[key] = option
     given = [(option, Path(p)) for option, p in folders.items() if p is not None]
     held = [
         *((f"the input {p}", p) for p in inputs),

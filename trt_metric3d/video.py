@@ -14,6 +14,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -209,14 +210,21 @@ class FrameFiles(_StreamOutput):
     def __init__(self, folder: str | os.PathLike, overwrite: bool = False, fix: str = "") -> None:
         self.folder = Path(folder)
         self._output = OutputFolder(self.folder, overwrite, fix)
+        self.files = 0
 
-    def write(self, name: str, write: Callable[[Path], object]) -> None:
-        """`write(path)` writes the file `name` of the folder."""
+    def write(self, name: str, write: Callable[[Path, Any], object], content: Any) -> None:
+        """The file `name` of the folder, as `write(path, content)` writes it."""
         with naming(self.folder):
-            write(self._output.path / name)
+            write(self._output.path / name, content)
+        self.files += 1
 
-    def close(self) -> Path:
-        return self._output.commit()
+    def close(self) -> Path | None:
+        """Move into place; None when no file was written (an earlier folder stays)."""
+        if not self.files:
+            self.discard()
+            return None
+        with naming(self.folder):
+            return self._output.commit()
 
     def discard(self) -> None:
         self._output.discard()
