@@ -188,6 +188,9 @@ def infer(
     show_default=True,
     help="A <name>_depth.npy per image, or parquet parts with every image's row.",
 )
+@click.option(
+    "--overwrite", is_flag=True, help="With parquet: replace a non-empty --out folder whole at the end."
+)
 @click.option("--normal", is_flag=True, help="Also the surface normals (<name>_normal.npy, H x W x 3).")
 @click.option("--confidence", is_flag=True, help="Also the depth confidence (<name>_confidence.npy).")
 @click.option("--actors", type=click.IntRange(1), default=1, show_default=True, help="Model replicas.")
@@ -232,6 +235,7 @@ def ray_job(
     paths: tuple[Path, ...],
     out_dir: Path,
     format_: str,
+    overwrite: bool,
     normal: bool,
     confidence: bool,
     actors: int,
@@ -254,16 +258,25 @@ def ray_job(
     is reported and the others go on; the exit status is then 1.
     """
     from .io import find_images, writable_folder
+    from .output_files import check_output_folder, refuse_inputs_as_outputs
     from .ray import ImageResult, import_ray, ray_cluster, run_depth_job
+    from .results import result_names
 
     if fx is None and fy is not None:
         raise click.UsageError("--fy needs --fx")
     images = find_images(list(paths))
     if not images:
         raise click.UsageError("no images found in the given paths")
-    writable_folder(out_dir, "choose another folder with --out")  # before Ray starts
-    import_ray()  # a missing extra is said first, not after the job's header line
     outputs = ["depth", *(["normal"] if normal else []), *(["confidence"] if confidence else [])]
+    # before Ray starts: parquet parts are one dataset, owned whole; npy files add to the folder
+    if format_ == "parquet":
+        refuse_inputs_as_outputs([], [*images, checkpoint], {"--out": out_dir})
+        check_output_folder(out_dir, overwrite, _folder_fix("--out"))
+    else:
+        results = [("--out", out_dir / f"{n}_{o}.npy") for n in result_names(images) for o in outputs]
+        refuse_inputs_as_outputs(results, [*images, checkpoint])
+        writable_folder(out_dir, "choose another folder with --out")
+    import_ray()  # a missing extra is said first, not after the job's header line
     source = "--fx/--fy" if fx is not None else "EXIF 35 mm equivalent"
     click.echo(f"{len(images)} image(s), {actors} actor(s), batches of {batch_size} -> {out_dir}")
     done = 0
@@ -287,6 +300,7 @@ def ray_job(
             format=format_,
             outputs=outputs,
             on_result=report,
+            overwrite=overwrite,
             backbone=backbone,
             backend=backend,
             precision=precision,
@@ -375,12 +389,12 @@ def video(
     import itertools
 
     from . import io
-    from .output_files import refuse_inputs_as_outputs
+    from .output_files import FolderOfFiles, refuse_inputs_as_outputs
     from .pointcloud import write_ply
     from .results import SteadyDepthPreview
     from .runtime import Metric3D
     from .runtime.metric3d import resolve_device
-    from .video import FrameFiles, FrameSource, LiveStatus, NpzWriter, VideoWriter
+    from .video import FrameSource, LiveStatus, NpzWriter, VideoWriter
 
     if (source is None) == (camera is None):
         raise click.UsageError("give a video file or --camera N (not both)")
@@ -401,7 +415,7 @@ def video(
         writer = outputs.enter_context(VideoWriter(out, frames.fps)) if out is not None else None
         npz = outputs.enter_context(NpzWriter(npz_path)) if npz_path is not None else None
         frame_files = {
-            option: outputs.enter_context(FrameFiles(folder, overwrite, fix=_folder_fix(option)))
+            option: outputs.enter_context(FolderOfFiles(folder, overwrite, fix=_folder_fix(option)))
             for option, folder in folders.items()
             if folder is not None
         }
@@ -735,6 +749,7 @@ def build(
 @click.option("--engines", "engine_dir", type=click.Path(file_okay=False), default=None, help=_ENGINES_HELP)
 @click.option("--export-dir", type=click.Path(file_okay=False), default=None, help=_EXPORT_HELP)
 @_CALIBRATION_OPTION
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty OUT whole.")
 def triton_repo(
     out: Path,
     backbone: str,
@@ -748,6 +763,7 @@ def triton_repo(
     engine_dir: str | None,
     export_dir: str | None,
     calibration: str | None,
+    overwrite: bool,
 ) -> None:
     """A Triton model repository in OUT: the TensorRT engine between Python-backend pre- and
     post-processing, joined as the ensemble model `metric3d` (IMAGE, FX, FY -> DEPTH, CONFIDENCE,
@@ -771,6 +787,7 @@ def triton_repo(
             calibration=calibration,
             instances=instances,
             max_queue_delay_us=max_queue_delay_us,
+            overwrite=overwrite,
         )
     except RuntimeError as e:  # TensorRT could not parse or build the graph: its reason, no traceback
         raise click.ClickException(str(e)) from e

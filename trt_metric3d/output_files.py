@@ -28,8 +28,9 @@ import socket
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError, WorkspaceError
 
@@ -249,6 +250,54 @@ class OutputFolder:
 
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+class StreamOutput:
+    """An output written as results come (a video, its frames, parquet parts): kept (moved into place)
+    when the run ends or the user stops it with Ctrl-C, holding what was done so far; dropped on any
+    other error, so that an earlier output of that name stays as it was."""
+
+    def close(self) -> Path | None:
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc) -> None:
+        if kind is None or issubclass(kind, KeyboardInterrupt):
+            self.close()
+        else:
+            self.discard()
+
+
+class FolderOfFiles(StreamOutput):
+    """Files (a video's frames, parquet parts) in a folder that is one output (`OutputFolder`), moved
+    into place whole when closed if it holds any."""
+
+    def __init__(self, folder: str | os.PathLike, overwrite: bool = False, fix: str = "") -> None:
+        self.folder = Path(folder)
+        self._output = OutputFolder(self.folder, overwrite, fix)
+        self.files = 0
+
+    def write(self, name: str, write: Callable[[Path, Any], object], content: Any) -> None:
+        """The file `name` of the folder, as `write(path, content)` writes it."""
+        with naming(self.folder):
+            write(self._output.path / name, content)
+        self.files += 1
+
+    def close(self) -> Path | None:
+        """Move into place; None when no file was written (an earlier folder stays)."""
+        if not self.files:
+            self.discard()
+            return None
+        with naming(self.folder):
+            return self._output.commit()
+
+    def discard(self) -> None:
+        self._output.discard()
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

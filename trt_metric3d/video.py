@@ -12,15 +12,14 @@ import os
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from .errors import InputError, WorkspaceError
-from .output_files import OutputFile, OutputFolder, naming
+from .output_files import OutputFile, StreamOutput, naming
 
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
@@ -70,27 +69,7 @@ class FrameSource:
             self._capture.release()
 
 
-class _StreamOutput:
-    """An output of a stream: kept (moved into place) when the stream ends or the user stops it with
-    Ctrl-C, dropped on any other error, so an earlier file of that name stays as it was."""
-
-    def close(self) -> Path | None:
-        raise NotImplementedError
-
-    def discard(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *exc) -> None:
-        if kind is None or issubclass(kind, KeyboardInterrupt):
-            self.close()
-        else:
-            self.discard()
-
-
-class VideoWriter(_StreamOutput):
+class VideoWriter(StreamOutput):
     """An RGB video written under a partial name of its own (output_files) and moved into place when
     closed: a playable video of the frames written so far."""
 
@@ -149,7 +128,7 @@ def _is_readable_video(path: Path) -> bool:
         capture.release()
 
 
-class NpzWriter(_StreamOutput):
+class NpzWriter(StreamOutput):
     """Every frame's float32 depth in one .npz (`frame_000000`, ...), added as frames come, so memory
     stays flat however long the video; `np.load` reads it. Moved into place when closed, if it holds
     a frame."""
@@ -201,33 +180,6 @@ class _WriteOnly:
 
     def flush(self) -> None:
         self._file.flush()
-
-
-class FrameFiles(_StreamOutput):
-    """A file per frame (`frame_000000_depth.npy`, a point cloud, ...) in a folder that is one output
-    (output_files.OutputFolder): filled beside the final folder and moved into place whole when closed."""
-
-    def __init__(self, folder: str | os.PathLike, overwrite: bool = False, fix: str = "") -> None:
-        self.folder = Path(folder)
-        self._output = OutputFolder(self.folder, overwrite, fix)
-        self.files = 0
-
-    def write(self, name: str, write: Callable[[Path, Any], object], content: Any) -> None:
-        """The file `name` of the folder, as `write(path, content)` writes it."""
-        with naming(self.folder):
-            write(self._output.path / name, content)
-        self.files += 1
-
-    def close(self) -> Path | None:
-        """Move into place; None when no file was written (an earlier folder stays)."""
-        if not self.files:
-            self.discard()
-            return None
-        with naming(self.folder):
-            return self._output.commit()
-
-    def discard(self) -> None:
-        self._output.discard()
 
 
 class LiveStatus:
