@@ -141,7 +141,7 @@ def test_a_folder_output_is_replaced_whole_only_when_asked(tmp_path):
     folder = tmp_path / "parts"
     folder.mkdir()
     (folder / "part-00007.parquet").write_bytes(b"an earlier run's")
-    with pytest.raises(WorkspaceError, match=r"parts is not empty \(1 entries: part-00007.parquet\): pass"):
+    with pytest.raises(WorkspaceError, match=r"parts is not empty \(1 entry: part-00007.parquet\): pass"):
         OutputFolder(folder, fix="pass --overwrite")
     output = OutputFolder(folder, overwrite=True)
     (output.path / "part-00000.parquet").write_bytes(b"new")

@@ -35,6 +35,7 @@ from typing import Any
 from .errors import InputError, WorkspaceError
 
 STDOUT = "-"
+OVERWRITE_FIX = "pass --overwrite (overwrite=True) to replace it whole, or choose another folder"
 _HOST = re.sub(r"[^A-Za-z0-9-]", "", socket.gethostname())[:32]
 _LEFTOVER = re.compile(
     r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]*)\.[0-9a-f]{8}\.(?P<kind>partial|old)"
@@ -168,14 +169,15 @@ def write_output(path: str | os.PathLike, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def naming(output: str | os.PathLike) -> Iterator[None]:
-    """An OSError while writing `output` becomes a WorkspaceError that names it."""
+def naming(output: str | os.PathLike, part: str = "") -> Iterator[None]:
+    """An OSError while writing `output` (its file `part`, for a folder) becomes a WorkspaceError that
+    names it."""
     try:
         yield
     except WorkspaceError:
         raise
     except OSError as e:
-        reason, name = e.strerror or str(e), Path(e.filename or "").name
+        reason, name = e.strerror or str(e), part or Path(e.filename or "").name
         detail = f" ({name}: {reason})" if name and not _LEFTOVER.match(name) else f" ({reason})"
         raise WorkspaceError(f"cannot write {output}{detail}") from e
 
@@ -211,7 +213,8 @@ def check_output_folder(path: str | os.PathLike, overwrite: bool, fix: str) -> P
     entries = _entries(path)
     if entries and not overwrite:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-        raise WorkspaceError(f"{path} is not empty ({len(entries)} entries: {shown}): {fix}")
+        count = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+        raise WorkspaceError(f"{path} is not empty ({count}: {shown}): {fix}")
     writable_folder(Path(os.path.realpath(path)).parent, fix)
     return path
 
@@ -221,7 +224,7 @@ class OutputFolder:
     it in place whole, replacing the folder there, or `discard()` drops it."""
 
     def __init__(self, path: str | os.PathLike, overwrite: bool = False, fix: str = "") -> None:
-        self.final = check_output_folder(path, overwrite, fix or "choose an empty or new folder")
+        self.final = check_output_folder(path, overwrite, fix or OVERWRITE_FIX)
         self._target = Path(os.path.realpath(self.final))
         remove_dead_partials(self._target.parent)
         self.path = self._target.with_name(_own_name(self._target.name, "partial"))
@@ -284,7 +287,7 @@ class FolderOfFiles(StreamOutput):
 
     def write(self, name: str, write: Callable[[Path, Any], object], content: Any) -> None:
         """The file `name` of the folder, as `write(path, content)` writes it."""
-        with naming(self.folder):
+        with naming(self.folder, name):
             write(self._output.path / name, content)
         self.files += 1
 

@@ -24,7 +24,7 @@ import torch
 
 from .errors import BackendUnavailable, InputError, Metric3DError, MissingDependency
 from .io import atomic_write_bytes, decode_image, exif_focal_px, find_images, writable_folder, write_npy
-from .output_files import FolderOfFiles, check_output_folder
+from .output_files import OVERWRITE_FIX, FolderOfFiles, check_output_folder
 from .processing import check_focal
 from .results import result_names
 from .runtime import Metric3D, Prediction
@@ -38,7 +38,6 @@ log = logging.getLogger("trt_metric3d")
 INSTALL = 'pip install "trt-metric3d[ray]"'
 OUTPUTS = ("depth", "confidence", "normal")
 FORMATS = ("npy", "parquet")
-PARQUET_FOLDER_FIX = "overwrite=True (--overwrite) replaces it whole; or choose another folder"
 # What a failed row holds in each output column: an array of the right rank, with nothing in it.
 _EMPTY = {
     "depth": np.zeros((0, 0), np.float32),
@@ -397,7 +396,7 @@ def run_depth_job(
         raise InputError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     outputs = _check_outputs(outputs)
     if format == "parquet":
-        check_output_folder(out_dir, overwrite, PARQUET_FOLDER_FIX)
+        check_output_folder(out_dir, overwrite, OVERWRITE_FIX)
     else:  # named files, as infer writes them: the folder may hold others
         out_dir = writable_folder(out_dir, "choose another folder for the results")
     files = image_files(paths)
@@ -407,7 +406,7 @@ def run_depth_job(
     arrived: dict[str, ImageResult] = {}
     batch_format = "pyarrow" if format == "parquet" else "numpy"
     batches = dataset.iter_batches(batch_size=None, batch_format=batch_format)
-    parts = FolderOfFiles(out_dir, overwrite, PARQUET_FOLDER_FIX) if format == "parquet" else None
+    parts = FolderOfFiles(out_dir, overwrite, OVERWRITE_FIX) if format == "parquet" else None
     with parts or contextlib.nullcontext(), _model_errors_in_one_line():
         for part, batch in enumerate(batches):
             if parts is not None:

@@ -25,7 +25,7 @@ from ..engine.pipeline import build
 from ..errors import InputError, MissingDependency
 from ..export import INPUT_NAME
 from ..io import atomic_write_bytes
-from ..output_files import OutputFolder, check_output_folder, refuse_inputs_as_outputs
+from ..output_files import OVERWRITE_FIX, OutputFolder, check_output_folder, refuse_inputs_as_outputs
 from ..processing import CANVAS_HW
 from .ensemble_steps import (
     CANVAS,
@@ -41,7 +41,6 @@ from .interface import CONFIDENCE, DEPTH, FX, FY, IMAGE, MODEL_NAME, NORMAL, req
 from .model_config import DEFAULT_QUEUE_DELAY_US, VERSION, Enum, map_entries, write_model
 
 PREPROCESS, ENGINE, POSTPROCESS = (f"{MODEL_NAME}_{step}" for step in ("preprocess", "engine", "postprocess"))
-REPOSITORY_FIX = "overwrite (--overwrite) replaces it whole; or choose another folder"
 TRITON_TENSORRT = (
     "Triton's tensorrt_plan backend loads engines of TensorRT, not TensorRT-RTX: install the TensorRT "
     "of your Triton release (pip install tensorrt-cu12, or tensorrt-cu13)"
@@ -213,7 +212,7 @@ def check_repository_folder(
     """`out` as a folder the repository can become (see output_files.OutputFolder): new or empty, or
     replaced whole with `overwrite`, and holding none of `inputs`."""
     refuse_inputs_as_outputs([], inputs, {"the repository folder": out})
-    return check_output_folder(out, overwrite, REPOSITORY_FIX)
+    return check_output_folder(out, overwrite, OVERWRITE_FIX)
 
 
 def write_repository(
@@ -230,7 +229,7 @@ def write_repository(
     _check_options(instances, max_queue_delay_us)
     spec, profile = engine_profile(engine)
     out = check_repository_folder(out, overwrite, [engine])
-    repository = OutputFolder(out, overwrite, REPOSITORY_FIX)
+    repository = OutputFolder(out, overwrite, OVERWRITE_FIX)
     try:
         python_models = {
             PREPROCESS: f"{__package__}.preprocess_model",
