@@ -208,3 +208,15 @@ def test_outputs_that_name_one_file_or_hold_inputs_are_refused(tmp_path, monkeyp
     with pytest.raises(InputError, match="--frames f and --ply f/ply overlap"):
         refuse_inputs_as_outputs([], [clip], {"--frames": Path("f"), "--ply": Path("f/ply")})
     refuse_inputs_as_outputs([("--out", Path("k.mp4"))], [clip], {"--frames": Path("frames")})  # all fine
+
+
+def test_a_link_to_a_folder_output_is_written_through_and_kept(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "frame_000000_depth.npy").write_bytes(b"earlier")
+    link = tmp_path / "frames"
+    link.symlink_to(tmp_path / "real")
+    output = OutputFolder(link, overwrite=True)
+    (output.path / "frame_000000_depth.npy").write_bytes(b"new")
+    output.commit()
+    assert link.is_symlink() and (tmp_path / "real" / "frame_000000_depth.npy").read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path)) == ["frames", "real"]
