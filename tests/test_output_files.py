@@ -220,3 +220,23 @@ def test_a_link_to_a_folder_output_is_written_through_and_kept(tmp_path):
     output.commit()
     assert link.is_symlink() and (tmp_path / "real" / "frame_000000_depth.npy").read_bytes() == b"new"
     assert sorted(os.listdir(tmp_path)) == ["frames", "real"]
+
+
+def test_a_folder_that_cannot_be_put_in_place_leaves_the_earlier_one(tmp_path, monkeypatch):
+    import errno
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "frame_000000_depth.npy").write_bytes(b"earlier")
+    output = OutputFolder(folder, overwrite=True)
+    real_rename = os.rename
+
+    def refused(source, destination):
+        if Path(source) == output.path:
+            raise OSError(errno.EACCES, "Permission denied", str(destination))
+        real_rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", refused)
+    with pytest.raises(OSError, match="Permission denied"):
+        output.commit()
+    assert (folder / "frame_000000_depth.npy").read_bytes() == b"earlier"

@@ -244,6 +244,8 @@ class OutputFolder:
                 break
             except OSError as e:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    if set_aside:  # the earlier folder goes back where it was
+                        os.rename(set_aside.pop(), self._target)
                     raise
         else:
             raise WorkspaceError(f"cannot put {self.final} in place: other runs keep replacing it")
@@ -296,8 +298,12 @@ class FolderOfFiles(StreamOutput):
         if not self.files:
             self.discard()
             return None
-        with naming(self.folder):
-            return self._output.commit()
+        try:
+            with naming(self.folder):
+                return self._output.commit()
+        except BaseException:
+            self.discard()
+            raise
 
     def discard(self) -> None:
         self._output.discard()
