@@ -240,3 +240,17 @@ def test_a_folder_that_cannot_be_put_in_place_leaves_the_earlier_one(tmp_path, m
     with pytest.raises(OSError, match="Permission denied"):
         output.commit()
     assert (folder / "frame_000000_depth.npy").read_bytes() == b"earlier"
+
+
+def test_a_file_that_cannot_be_put_in_place_leaves_no_partial(tmp_path, monkeypatch):
+    import errno
+
+    (tmp_path / "k.json").write_bytes(b"earlier")
+
+    def refused(source, destination):
+        raise OSError(errno.EACCES, "Permission denied", str(destination))
+
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(OSError, match="Permission denied"):
+        atomic_write_bytes(tmp_path / "k.json", b"new")
+    assert os.listdir(tmp_path) == ["k.json"] and (tmp_path / "k.json").read_bytes() == b"earlier"

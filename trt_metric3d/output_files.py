@@ -128,10 +128,15 @@ class OutputFile:
         self.path = self._target.with_name(_own_name(stem, "partial", suffix))
 
     def commit(self) -> Path:
+        """Move into place; if that fails, the partial is dropped and the earlier file stays."""
         if not self.direct:
-            with contextlib.suppress(FileNotFoundError):  # a file replaced keeps its permissions
-                os.chmod(self.path, stat.S_IMODE(self._target.stat().st_mode))
-            os.replace(self.path, self._target)
+            try:
+                with contextlib.suppress(FileNotFoundError):  # a file replaced keeps its permissions
+                    os.chmod(self.path, stat.S_IMODE(self._target.stat().st_mode))
+                os.replace(self.path, self._target)
+            except BaseException:
+                self.discard()
+                raise
         return self.final
 
     def discard(self) -> None:
