@@ -451,7 +451,7 @@ def video(
     click.echo(
         f"{summary['frames']} frame(s), {summary['dropped']} dropped, latency p50 {summary['p50_ms']:.0f} ms "
         f"/ p90 {summary['p90_ms']:.0f} ms, {summary['fps']:.2f} fps"
-        + (f"; wrote {out}" if out is not None and writer.frames else "")
+        + (f"; wrote {out}" if out is not None and writer.written else "")
     )
     if interrupted:
         click.echo("interrupted: the outputs hold the frames done so far", err=True)

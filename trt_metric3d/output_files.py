@@ -265,9 +265,28 @@ class OutputFolder:
 class StreamOutput:
     """An output written as results come (a video, its frames, parquet parts): kept (moved into place)
     when the run ends or the user stops it with Ctrl-C, holding what was done so far; dropped on any
-    other error, so that an earlier output of that name stays as it was."""
+    other error, so that an earlier output of that name stays as it was.
+
+    A subclass sets `name` (what errors name) and counts what it wrote in `written`, and gives
+    `_finish` (finalise, then move into place) and `discard`.
+    """
+
+    name: Path
+    written = 0
 
     def close(self) -> Path | None:
+        """Finalise and move into place; None when nothing was written (an earlier output stays)."""
+        if not self.written:
+            self.discard()
+            return None
+        try:
+            with naming(self.name):
+                return self._finish()
+        except BaseException:
+            self.discard()
+            raise
+
+    def _finish(self) -> Path:
         raise NotImplementedError
 
     def discard(self) -> None:
@@ -288,27 +307,18 @@ class FolderOfFiles(StreamOutput):
     into place whole when closed if it holds any."""
 
     def __init__(self, folder: str | os.PathLike, overwrite: bool = False, fix: str = "") -> None:
-        self.folder = Path(folder)
-        self._output = OutputFolder(self.folder, overwrite, fix)
-        self.files = 0
+        self.name = Path(folder)
+        self._output = OutputFolder(self.name, overwrite, fix)
 
-    def write(self, name: str, write: Callable[[Path, Any], object], content: Any) -> None:
-        """The file `name` of the folder, as `write(path, content)` writes it."""
-        with naming(self.folder, name):
+    def write(self, name: str, write: Callable[[Path, Any], object], content: Any) -> Path:
+        """The file `name` of the folder, as `write(path, content)` writes it; its final path."""
+        with naming(self.name, name):
             write(self._output.path / name, content)
-        self.files += 1
+        self.written += 1
+        return self.name / name
 
-    def close(self) -> Path | None:
-        """Move into place; None when no file was written (an earlier folder stays)."""
-        if not self.files:
-            self.discard()
-            return None
-        try:
-            with naming(self.folder):
-                return self._output.commit()
-        except BaseException:
-            self.discard()
-            raise
+    def _finish(self) -> Path:
+        return self._output.commit()
 
     def discard(self) -> None:
         self._output.discard()

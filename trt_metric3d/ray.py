@@ -345,8 +345,7 @@ def _write_parquet(table: pyarrow.Table, parts: FolderOfFiles, name: str) -> lis
 
     sink = pyarrow.BufferOutputStream()
     pyarrow.parquet.write_table(table, sink)
-    parts.write(name, atomic_write_bytes, sink.getvalue().to_pybytes())
-    path = parts.folder / name  # where it is once the job ends
+    path = parts.write(name, atomic_write_bytes, sink.getvalue().to_pybytes())  # where it is once done
     return [
         ImageResult(Path(row["path"]), row["fx"], row["fy"], [] if row["error"] else [path], row["error"])
         for row in table.select(["path", "fx", "fy", "error"]).to_pylist()

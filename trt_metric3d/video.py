@@ -74,7 +74,7 @@ class VideoWriter(StreamOutput):
     closed: a playable video of the frames written so far."""
 
     def __init__(self, path: str | os.PathLike, fps: float) -> None:
-        self.path = Path(path)
+        self.name = self.path = Path(path)
         if self.path.suffix.lower() not in FOURCC_BY_SUFFIX:
             raise InputError(
                 f"{self.path}: unsupported video type; use one of {', '.join(sorted(FOURCC_BY_SUFFIX))}"
@@ -82,7 +82,6 @@ class VideoWriter(StreamOutput):
         self.fps = fps
         self._output = OutputFile(self.path)
         self._writer: cv2.VideoWriter | None = None
-        self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
         """Append a frame; the first one sets the video's size, later ones of another size are resized
@@ -98,18 +97,13 @@ class VideoWriter(StreamOutput):
         if (rgb.shape[1], rgb.shape[0]) != self.size:
             rgb = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
         self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        self.frames += 1
+        self.written += 1
 
-    def close(self) -> Path | None:
-        """Finalise and move into place; None when no frame was written (then no file is left, and an
-        earlier one stays)."""
-        if self._writer is None:
-            self.discard()
-            return None
+    def _finish(self) -> Path:
         self._writer.release()
         self._writer = None
         if not self._output.direct and not _is_readable_video(self._output.path):
-            self.discard()  # OpenCV only warns when a frame cannot be written (a full disk)
+            # OpenCV only warns when a frame cannot be written (a full disk)
             raise WorkspaceError(f"cannot write {self.path}: the video could not be finished (disk full?)")
         return self._output.commit()
 
@@ -134,32 +128,22 @@ class NpzWriter(StreamOutput):
     a frame."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+        self.name = self.path = Path(path)
         self._output = OutputFile(self.path)
         with naming(self.path):
             self._file = open(self._output.path, "wb")  # noqa: SIM115 (closed in close / discard)
             # a device or FIFO: a stream, so zipfile writes no offsets it took from seeking there
             file = _WriteOnly(self._file) if self._output.direct else self._file
             self._zip = zipfile.ZipFile(file, "w", allowZip64=True)
-        self.frames = 0
 
     def add(self, index: int, depth: np.ndarray) -> None:
         with naming(self.path), self._zip.open(f"frame_{index:06d}.npy", "w", force_zip64=True) as member:
             np.lib.format.write_array(member, np.ascontiguousarray(depth), allow_pickle=False)
-        self.frames += 1
+        self.written += 1
 
-    def close(self) -> Path | None:
-        """Finalise and move into place; None when no frame was added (an earlier file stays)."""
-        if not self.frames:
-            self.discard()
-            return None
-        try:
-            with naming(self.path):
-                self._zip.close()
-                self._file.close()
-        except BaseException:
-            self.discard()
-            raise
+    def _finish(self) -> Path:
+        self._zip.close()
+        self._file.close()
         return self._output.commit()
 
     def discard(self) -> None:
