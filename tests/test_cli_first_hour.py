@@ -173,3 +173,29 @@ def test_bench_checks_the_json_folder_before_measuring(tmp_path):
     (tmp_path / "file").write_text("a file, not a folder")
     result = CliRunner().invoke(main, ["bench", "--json", str(tmp_path / "file" / "bench.json")])
     assert result.exit_code == 1 and "choose another path with --json" in result.output, result.output
+
+
+def test_infer_refuses_a_result_file_that_is_one_of_its_images(tmp_path, monkeypatch):
+    _photo(tmp_path / "a.png", 20, 30)
+    _photo(tmp_path / "a_depth.png", 20, 30)  # where a.png's millimetre PNG would go
+    before = (tmp_path / "a_depth.png").read_bytes()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a model load would fail on the missing checkpoint instead
+    monkeypatch.setenv("METRIC3D_CHECKPOINT_DIR", str(tmp_path))
+    result = CliRunner().invoke(main, ["infer", str(tmp_path), "--fx", "100", "--out", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert f"Error: --out {tmp_path / 'a_depth.png'} is the input {tmp_path / 'a_depth.png'}" in result.output
+    assert (tmp_path / "a_depth.png").read_bytes() == before
+
+
+def test_bench_json_dash_is_standard_output_and_the_table_goes_to_stderr(tmp_path, monkeypatch):
+    from trt_metric3d import benchmark
+
+    def fails(request, log_level):
+        raise RuntimeError("no such backend here")
+
+    monkeypatch.setattr(benchmark, "measure_in_own_process", fails)
+    result = CliRunner().invoke(main, ["bench", "--backend", "torch", "--json", "-"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == [{"backend": "torch", "error": "RuntimeError: no such backend here"}]
+    assert "torch: failed" in result.stderr
+    assert not (tmp_path / "-").exists()

@@ -15,7 +15,7 @@ from PIL import Image
 
 from trt_metric3d import Metric3D
 from trt_metric3d.cli import main
-from trt_metric3d.errors import BackendUnavailable, InputError, MissingDependency
+from trt_metric3d.errors import BackendUnavailable, InputError, MissingDependency, WorkspaceError
 from trt_metric3d.io import exif_focal_px, read_image
 from trt_metric3d.ray import OUTPUTS, DepthPredictor, depth_dataset, run_depth_job
 
@@ -226,3 +226,85 @@ def test_without_ray_every_entry_point_asks_for_the_extra(photos, tmp_path, monk
 def test_importing_the_package_does_not_import_ray():
     code = "import sys, trt_metric3d, trt_metric3d.ray; sys.exit('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# --- a parquet dataset folder is one output (no Ray needed: a stand-in dataset) --------------------------
+
+
+class _Batches:
+    """A stand-in for the dataset run_depth_job iterates: its rows as pyarrow tables, one per batch,
+    then optionally an error (a node lost part-way)."""
+
+    def __init__(self, files, fail_after: int | None = None):
+        self.files, self.fail_after = files, fail_after
+
+    def iter_batches(self, batch_size, batch_format):
+        import pyarrow
+
+        assert batch_format == "pyarrow"
+        for number, path in enumerate(self.files):
+            if number == self.fail_after:
+                raise RuntimeError("a node was lost")
+            yield pyarrow.table({"path": [str(path)], "fx": [500.0], "fy": [500.0], "error": [""]})
+
+
+@pytest.fixture
+def stand_in_dataset(monkeypatch):
+    from trt_metric3d import ray as depth_ray
+
+    made, fail_after = [], [None]  # the datasets built; after how many batches the next one fails
+
+    def depth_dataset(files, **options):
+        made.append(files)
+        return _Batches(files, fail_after[0])
+
+    monkeypatch.setattr(depth_ray, "depth_dataset", depth_dataset)
+    return made, fail_after
+
+
+def _earlier_parts(folder):
+    folder.mkdir()
+    for part in range(3):
+        (folder / f"part-{part:05d}.parquet").write_bytes(b"an earlier run's rows")
+
+
+def test_parquet_into_a_folder_of_an_earlier_run_is_refused_before_any_work(
+    photos, tmp_path, stand_in_dataset
+):
+    made, _ = stand_in_dataset
+    _earlier_parts(tmp_path / "out")
+    with pytest.raises(WorkspaceError, match=r"out is not empty \(3 entries: part-00000.parquet, "):
+        run_depth_job([photos / "tall.png"], tmp_path / "out", format="parquet", fx=500.0)
+    assert made == [], "the dataset was built before the refusal"
+    result = CliRunner().invoke(
+        main, ["ray", str(photos), "--out", str(tmp_path / "out"), "--format", "parquet"]
+    )
+    assert result.exit_code == 1 and "pass --overwrite to replace it whole" in result.output, result.output
+
+
+def test_parquet_with_overwrite_replaces_the_folder_whole_when_the_job_ends(
+    photos, tmp_path, stand_in_dataset
+):
+    _earlier_parts(tmp_path / "out")
+    images = [photos / "tall.png", photos / "wide.jpg"]
+    summary = run_depth_job(images, tmp_path / "out", format="parquet", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
+    assert [r.files for r in summary.results] == [
+        [tmp_path / "out" / f"part-0000{i}.parquet"] for i in (0, 1)
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_parquet_job_that_fails_leaves_the_earlier_dataset(photos, tmp_path, stand_in_dataset):
+    _, fail_after = stand_in_dataset
+    fail_after[0] = 1
+    _earlier_parts(tmp_path / "out")
+    with pytest.raises(RuntimeError, match="a node was lost"):
+        run_depth_job(
+            [photos / "tall.png", photos / "wide.jpg"], tmp_path / "out", format="parquet", overwrite=True
+        )
+    assert {p.read_bytes() for p in (tmp_path / "out").iterdir()} == {b"an earlier run's rows"}
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

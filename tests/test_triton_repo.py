@@ -18,7 +18,7 @@ from trt_metric3d.checkpoint import load_model
 from trt_metric3d.cli import main
 from trt_metric3d.engine.builder import ShapeProfile
 from trt_metric3d.engine.cache import EngineCache, EngineSpec
-from trt_metric3d.errors import InputError
+from trt_metric3d.errors import InputError, WorkspaceError
 from trt_metric3d.export import INPUT_NAME, OUTPUT_NAMES
 from trt_metric3d.runtime.torch_backend import TorchBackend
 from trt_metric3d.serving import ensemble_steps, write_repository
@@ -238,3 +238,47 @@ def test_the_ensemble_in_tritonserver_answers_like_predict(tmp_path, small_check
     assert refusal[0].status() == "400"
     assert int(stats["inference_count"]) == len(requests) > int(stats["execution_count"]), "no batching"
     assert_like_predict(answers, requests, expected)
+
+
+def test_a_repository_folder_is_replaced_whole_only_with_overwrite(tmp_path):
+    engine = cached_engine(tmp_path / "engines")
+    out = tmp_path / "repo"
+    write_repository(out, engine)
+    (out / "metric3d_old_step").mkdir()  # what an earlier layout left
+    with pytest.raises(WorkspaceError, match=r"repo is not empty \(6 entries: README.txt, metric3d, "):
+        write_repository(out, engine)
+    write_repository(out, engine, overwrite=True)
+    assert not (out / "metric3d_old_step").exists() and (out / ENGINE / "1" / "model.plan").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_repository_that_fails_part_way_leaves_the_earlier_one(tmp_path, monkeypatch):
+    from trt_metric3d.serving import triton_repo
+
+    engine = cached_engine(tmp_path / "engines")
+    out = write_repository(tmp_path / "repo", engine, instances=1)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def no_readme(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(triton_repo, "_readme", no_readme)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_repository(out, engine, instances=2, overwrite=True)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_repository_folder_holding_its_engine_is_refused(tmp_path):
+    engine = cached_engine(tmp_path / "engines")
+    with pytest.raises(InputError, match="holds the input .*engine"):
+        write_repository(tmp_path / "engines", engine, overwrite=True)
+    assert engine.is_file()
+
+
+def test_cli_without_tensorrt_leaves_no_folder(tmp_path):
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    result = CliRunner().invoke(main, ["triton-repo", str(tmp_path / "repo")])
+    assert result.exit_code == 1 and "TensorRT is not installed" in result.output
+    assert list(tmp_path.iterdir()) == []

@@ -131,3 +131,133 @@ def test_ctrl_c_during_the_video_command_finalises_the_outputs(small_checkpoint,
 def test_video_needs_a_source(small_checkpoint):
     result = CliRunner().invoke(main, ["video", "--fx", "100", "--checkpoint", str(small_checkpoint)])
     assert result.exit_code == 2 and "give a video file or --camera N" in result.output
+
+
+# --- a user's earlier outputs survive a failed run -----------------------------------------------------
+
+
+class FlatDepth:
+    """A stand-in backend: canonical depth 1 everywhere (the plumbing tests need no network)."""
+
+    name = "stub"
+
+    def __call__(self, pixels):
+        from trt_metric3d.model import Metric3DOutput
+        from trt_metric3d.runtime.batching import output_buffers
+
+        out = output_buffers(tuple(pixels.shape), pixels.device)
+        for t in out:
+            t.fill_(1.0)
+        return Metric3DOutput(*out)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def stand_in_model(monkeypatch, tmp_path):
+    """The video command runs FlatDepth; --checkpoint needs an existing file, which is never loaded."""
+    monkeypatch.setattr(Metric3D, "_torch", lambda self, model, compile: FlatDepth())
+    checkpoint = tmp_path / "unused.pth"
+    checkpoint.write_bytes(b"never read")
+    return checkpoint
+
+
+def _earlier_outputs(folder: Path) -> dict[str, bytes]:
+    """A good earlier run's k.mp4, k.npz (9 frames) and frames/; what each file held."""
+    _clip(folder / "k.mp4", frames=9)
+    with NpzWriter(folder / "k.npz") as npz:
+        for index in range(9):
+            npz.add(index, np.full((HEIGHT, WIDTH), 2.0, np.float32))
+    (folder / "frames").mkdir()
+    for index in range(9):
+        np.save(folder / "frames" / f"frame_{index:06d}_depth.npy", np.zeros((2, 2), np.float32))
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _video_args(folder: Path, checkpoint: Path, *extra: str) -> list[str]:
+    args = ["video", str(folder / "clip.mp4"), "--fx", "70", "--backend", "torch", "--device", "cpu"]
+    return [
+        *args,
+        "--out",
+        str(folder / "k.mp4"),
+        "--npz",
+        str(folder / "k.npz"),
+        *extra,
+        "--checkpoint",
+        str(checkpoint),
+    ]
+
+
+def test_a_run_that_fails_to_load_the_model_leaves_the_earlier_outputs(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    earlier = _earlier_outputs(work)
+    _clip(work / "clip.mp4")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(main, _video_args(work, bad, "--frames", str(work / "frames"), "--overwrite"))
+    assert result.exit_code == 1 and "bad.pth is not a readable PyTorch checkpoint" in result.output
+    now = {str(p.relative_to(work)): p.read_bytes() for p in sorted(work.rglob("*")) if p.is_file()}
+    assert now == {**earlier, "clip.mp4": (work / "clip.mp4").read_bytes()}, "an earlier output changed"
+
+
+def test_a_full_disk_on_frames_names_that_output_and_keeps_the_earlier_ones(
+    stand_in_model, tmp_path, monkeypatch
+):
+    import errno
+
+    from trt_metric3d import io
+
+    earlier = _earlier_outputs(tmp_path)
+    _clip(tmp_path / "clip.mp4", frames=4)
+    real_write_npy, calls = io.write_npy, []
+
+    def disk_full_on_third(path, array):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write_npy(path, array)
+
+    monkeypatch.setattr(io, "write_npy", disk_full_on_third)
+    args = _video_args(tmp_path, stand_in_model, "--frames", str(tmp_path / "frames"), "--overwrite")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert (
+        f"cannot write {tmp_path / 'frames'} (frame_000002_depth.npy: No space left on device)"
+        in result.output
+    )
+    now = {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    assert now == {**earlier, "clip.mp4": (tmp_path / "clip.mp4").read_bytes(), "unused.pth": b"never read"}
+
+
+def test_a_finished_run_replaces_a_frames_folder_whole_with_overwrite(stand_in_model, tmp_path):
+    _earlier_outputs(tmp_path)  # 9 frames in frames/
+    _clip(tmp_path / "clip.mp4", frames=3)
+    args = _video_args(tmp_path, stand_in_model, "--frames", str(tmp_path / "frames"))
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 1 and f"{tmp_path / 'frames'} is not empty (9 entries" in refused.output
+    assert "pass --overwrite to replace it whole, or choose another folder with --frames" in refused.output
+    result = CliRunner().invoke(main, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [
+        f"frame_{i:06d}_depth.npy" for i in range(3)
+    ]
+    with np.load(tmp_path / "k.npz") as depths:
+        assert len(depths.files) == 3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "partials left behind"
+
+
+@pytest.mark.parametrize("spelling", ["same path", "another path", "a link"])
+def test_an_output_that_is_the_input_video_is_refused(stand_in_model, tmp_path, spelling, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    clip = _clip(tmp_path / "clip.mp4")
+    before = clip.read_bytes()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.mp4").symlink_to(clip)
+    out = {"same path": "clip.mp4", "another path": "sub/../clip.mp4", "a link": "link.mp4"}[spelling]
+    args = ["video", "clip.mp4", "--fx", "70", "--backend", "torch", "--device", "cpu"]
+    result = CliRunner().invoke(main, [*args, "--out", out, "--checkpoint", str(stand_in_model)])
+    assert result.exit_code == 1, result.output
+    assert f"Error: --out {out} is the input clip.mp4: choose another output path" in result.output
+    assert clip.read_bytes() == before

@@ -127,7 +127,8 @@ def infer(
     that fails is reported and the others go on; the exit status is then 1.
     """
     from .io import find_images, read_image, writable_folder
-    from .results import MAX_DEPTH_MM, result_names, write_result_set
+    from .output_files import refuse_inputs_as_outputs
+    from .results import MAX_DEPTH_MM, result_files, result_names, write_result_set
     from .runtime import Metric3D
 
     if fx is None and fy is not None:
@@ -135,8 +136,11 @@ def infer(
     images = find_images(list(paths))
     if not images:
         raise click.UsageError("no images found in the given paths")
-    writable_folder(out_dir, "choose another folder with --out")  # before the model loads
     names = result_names(images)
+    # the folder may hold other files: each result set adds to it, replacing only its own files
+    results = (("--out", path) for name in names for path in result_files(out_dir, name, ply))
+    refuse_inputs_as_outputs(results, [*images, checkpoint])
+    writable_folder(out_dir, "choose another folder with --out")  # before the model loads
     failures: list[str] = []
     with Metric3D(backbone, backend="torch", device=device, checkpoint=checkpoint) as runtime:
         click.echo(
@@ -183,6 +187,9 @@ def infer(
     show_default=True,
     help="A <name>_depth.npy per image, or parquet parts with every image's row.",
 )
+@click.option(
+    "--overwrite", is_flag=True, help="With parquet: replace a non-empty --out folder whole at the end."
+)
 @click.option("--normal", is_flag=True, help="Also the surface normals (<name>_normal.npy, H x W x 3).")
 @click.option("--confidence", is_flag=True, help="Also the depth confidence (<name>_confidence.npy).")
 @click.option("--actors", type=click.IntRange(1), default=1, show_default=True, help="Model replicas.")
@@ -227,6 +234,7 @@ def ray_job(
     paths: tuple[Path, ...],
     out_dir: Path,
     format_: str,
+    overwrite: bool,
     normal: bool,
     confidence: bool,
     actors: int,
@@ -249,16 +257,25 @@ def ray_job(
     is reported and the others go on; the exit status is then 1.
     """
     from .io import find_images, writable_folder
+    from .output_files import check_output_folder, refuse_inputs_as_outputs
     from .ray import ImageResult, import_ray, ray_cluster, run_depth_job
+    from .results import result_names
 
     if fx is None and fy is not None:
         raise click.UsageError("--fy needs --fx")
     images = find_images(list(paths))
     if not images:
         raise click.UsageError("no images found in the given paths")
-    writable_folder(out_dir, "choose another folder with --out")  # before Ray starts
-    import_ray()  # a missing extra is said first, not after the job's header line
     outputs = ["depth", *(["normal"] if normal else []), *(["confidence"] if confidence else [])]
+    # before Ray starts: parquet parts are one dataset, owned whole; npy files add to the folder
+    if format_ == "parquet":
+        refuse_inputs_as_outputs([], [*images, checkpoint], {"--out": out_dir})
+        check_output_folder(out_dir, overwrite, _folder_fix("--out"))
+    else:
+        results = [("--out", out_dir / f"{n}_{o}.npy") for n in result_names(images) for o in outputs]
+        refuse_inputs_as_outputs(results, [*images, checkpoint])
+        writable_folder(out_dir, "choose another folder with --out")
+    import_ray()  # a missing extra is said first, not after the job's header line
     source = "--fx/--fy" if fx is not None else "EXIF 35 mm equivalent"
     click.echo(f"{len(images)} image(s), {actors} actor(s), batches of {batch_size} -> {out_dir}")
     done = 0
@@ -282,6 +299,7 @@ def ray_job(
             format=format_,
             outputs=outputs,
             on_result=report,
+            overwrite=overwrite,
             backbone=backbone,
             backend=backend,
             precision=precision,
@@ -325,6 +343,7 @@ def ray_job(
     "--ply", "ply_dir", type=click.Path(file_okay=False, path_type=Path), help="A point cloud per frame."
 )
 @click.option("--ply-stride", type=click.IntRange(1), default=4, show_default=True, help="Every Nth pixel.")
+@click.option("--overwrite", is_flag=True, help="Replace non-empty --frames / --ply folders whole.")
 @click.option(
     "--latest/--every-frame",
     default=None,
@@ -349,6 +368,7 @@ def video(
     frames_dir: Path | None,
     ply_dir: Path | None,
     ply_stride: int,
+    overwrite: bool,
     latest: bool | None,
     max_frames: int | None,
     backbone: str,
@@ -360,12 +380,15 @@ def video(
     """Metric depth of a video file or a live camera, frame by frame in a pipelined stream.
 
     Prints a live FPS / latency line and, at the end (also after Ctrl-C, which finalises every
-    output), frames, dropped frames, p50/p90 latency and FPS.
+    output), frames, dropped frames, p50/p90 latency and FPS. The outputs replace earlier ones when
+    the run ends or Ctrl-C stops it; a run that fails leaves them as they were. --frames and --ply
+    are folders owned by the run: a non-empty one is replaced whole only with --overwrite.
     """
     import contextlib
     import itertools
 
-    from .io import writable_folder, write_npy
+    from . import io
+    from .output_files import FolderOfFiles, refuse_inputs_as_outputs
     from .pointcloud import write_ply
     from .results import SteadyDepthPreview
     from .runtime import Metric3D
@@ -376,15 +399,11 @@ def video(
         raise click.UsageError("give a video file or --camera N (not both)")
     if out is None and source is not None and not (npz_path or frames_dir or ply_dir):
         out = Path(f"{source.stem}_depth.mp4")
-    folders = {
-        "--out": out and out.parent,
-        "--npz": npz_path and npz_path.parent,
-        "--frames": frames_dir,
-        "--ply": ply_dir,
-    }
-    for option, folder in folders.items():
-        if folder is not None:
-            writable_folder(folder, f"choose another with {option}")  # before the model loads
+    files, folders = {"--out": out, "--npz": npz_path}, {"--frames": frames_dir, "--ply": ply_dir}
+    refuse_inputs_as_outputs(files.items(), [source, checkpoint], folders)
+    for option, path in files.items():
+        if path is not None:
+            io.writable_folder(path.parent, f"choose another with {option}")  # before the model loads
     fy = fx if fy is None else fy
     frames = FrameSource(source if camera is None else camera)
     latest = frames.is_camera if latest is None else latest
@@ -394,6 +413,11 @@ def video(
     with contextlib.ExitStack() as outputs:
         writer = outputs.enter_context(VideoWriter(out, frames.fps)) if out is not None else None
         npz = outputs.enter_context(NpzWriter(npz_path)) if npz_path is not None else None
+        frame_files = {
+            option: outputs.enter_context(FolderOfFiles(folder, overwrite, fix=_folder_fix(option)))
+            for option, folder in folders.items()
+            if folder is not None
+        }
         # every frame has the same canvas: on a GPU one captured CUDA graph serves the whole stream
         on_gpu = resolve_device(device).type == "cuda"
         runtime = outputs.enter_context(
@@ -411,11 +435,12 @@ def video(
                     writer.write(np.hstack([result.frame, image]) if side_by_side else image)
                 if npz is not None:
                     npz.add(result.index, depth)
-                if frames_dir is not None:
-                    write_npy(frames_dir / f"frame_{result.index:06d}_depth.npy", depth)
-                if ply_dir is not None:
+                name = f"frame_{result.index:06d}"
+                if "--frames" in frame_files:
+                    frame_files["--frames"].write(f"{name}_depth.npy", io.write_npy, depth)
+                if "--ply" in frame_files:
                     cloud = result.prediction.point_cloud(fx, fy, stride=ply_stride, image=result.frame)
-                    write_ply(ply_dir / f"frame_{result.index:06d}.ply", cloud)
+                    frame_files["--ply"].write(f"{name}.ply", write_ply, cloud)
                 status.update(results.frames_done, results.dropped, result.latency_s)
         except KeyboardInterrupt:
             interrupted = True
@@ -425,11 +450,15 @@ def video(
     click.echo(
         f"{summary['frames']} frame(s), {summary['dropped']} dropped, latency p50 {summary['p50_ms']:.0f} ms "
         f"/ p90 {summary['p90_ms']:.0f} ms, {summary['fps']:.2f} fps"
-        + (f"; wrote {out}" if out is not None and writer.frames else "")
+        + (f"; wrote {out}" if out is not None and writer.written else "")
     )
     if interrupted:
         click.echo("interrupted: the outputs hold the frames done so far", err=True)
         ctx.exit(130)
+
+
+def _folder_fix(option: str) -> str:
+    return f"pass --overwrite to replace it whole, or choose another folder with {option}"
 
 
 def _parse_size(value: str) -> tuple[int, int]:
@@ -471,7 +500,13 @@ def _parse_size(value: str) -> tuple[int, int]:
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the PyTorch backend.")
 @click.option("--cuda-graph", is_flag=True, help="Replay CUDA graphs in the TensorRT backend.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    default=None,
+    help="Also the rows as JSON in this file; - for standard output (the table then goes to stderr).",
+)
 @click.pass_context
 def bench(
     ctx: click.Context,
@@ -496,10 +531,13 @@ def bench(
     import json
 
     from .benchmark import BenchRequest, format_table, measure_in_own_process
-    from .io import atomic_write_bytes, writable_folder
+    from .io import writable_folder
+    from .output_files import STDOUT, refuse_inputs_as_outputs, write_output
 
     image_hw = _parse_size(size)
-    if json_path is not None:  # found now, not after the measurements
+    to_stdout = json_path is not None and str(json_path) == STDOUT
+    if json_path is not None and not to_stdout:  # found now, not after the measurements
+        refuse_inputs_as_outputs([("--json", json_path)], [checkpoint])
         writable_folder(json_path.parent, "choose another path with --json")
     log_level = logging.getLogger("trt_metric3d").getEffectiveLevel()
     results, failures = [], []
@@ -525,12 +563,12 @@ def bench(
             reason = str(e) if isinstance(e, Metric3DError) else f"{type(e).__name__}: {e}"
             failures.append({"backend": backend, "error": reason})
     if results:
-        click.echo(format_table(results))
+        click.echo(format_table(results), err=to_stdout)  # standard output is the JSON's then
     for failure in failures:
         click.echo(f"{failure['backend']}: failed: {failure['error']}", err=True)
     if json_path is not None:
         rows = [r.as_dict() for r in results] + failures
-        atomic_write_bytes(json_path, json.dumps(rows, indent=1).encode())
+        write_output(json_path, (json.dumps(rows, indent=1) + "\n").encode())
     if failures:
         ctx.exit(1)
 
@@ -710,6 +748,7 @@ def build(
 @click.option("--engines", "engine_dir", type=click.Path(file_okay=False), default=None, help=_ENGINES_HELP)
 @click.option("--export-dir", type=click.Path(file_okay=False), default=None, help=_EXPORT_HELP)
 @_CALIBRATION_OPTION
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty OUT whole.")
 def triton_repo(
     out: Path,
     backbone: str,
@@ -723,6 +762,7 @@ def triton_repo(
     engine_dir: str | None,
     export_dir: str | None,
     calibration: str | None,
+    overwrite: bool,
 ) -> None:
     """A Triton model repository in OUT: the TensorRT engine between Python-backend pre- and
     post-processing, joined as the ensemble model `metric3d` (IMAGE, FX, FY -> DEPTH, CONFIDENCE,
@@ -746,6 +786,7 @@ def triton_repo(
             calibration=calibration,
             instances=instances,
             max_queue_delay_us=max_queue_delay_us,
+            overwrite=overwrite,
         )
     except RuntimeError as e:  # TensorRT could not parse or build the graph: its reason, no traceback
         raise click.ClickException(str(e)) from e

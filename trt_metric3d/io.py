@@ -1,61 +1,24 @@
-"""Reading images and writing results: never a half-written file (temp file, then rename)."""
+"""Reading images and writing results: never a half-written file (a partial file, then a rename)."""
 
 from __future__ import annotations
 
 import io
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .errors import InputError, WorkspaceError
+from .errors import InputError
+
+# where the package's writers import them from
+from .output_files import atomic_write_bytes as atomic_write_bytes
+from .output_files import writable_folder as writable_folder
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 EXIF_IFD = 0x8769
 FOCAL_LENGTH_35MM_TAG = 0xA405
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it is to set it; done once, at import
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` through a temp file in the same directory and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; a result file is not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def writable_folder(path: str | os.PathLike, fix: str) -> Path:
-    """`path` as a folder this process can write to (created if missing), checked before any long work.
-
-    WorkspaceError naming the folder, the reason and `fix` (e.g. "choose another with --out") otherwise.
-    """
-    path = Path(path).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        raise WorkspaceError(f"cannot write to the folder {path} ({e.strerror or e}): {fix}") from e
-    return path
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

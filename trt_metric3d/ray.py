@@ -24,6 +24,7 @@ import torch
 
 from .errors import BackendUnavailable, InputError, Metric3DError, MissingDependency
 from .io import atomic_write_bytes, decode_image, exif_focal_px, find_images, writable_folder, write_npy
+from .output_files import OVERWRITE_FIX, FolderOfFiles, check_output_folder
 from .processing import check_focal
 from .results import result_names
 from .runtime import Metric3D, Prediction
@@ -338,13 +339,13 @@ def _write_npy(
     return results
 
 
-def _write_parquet(table: pyarrow.Table, path: Path) -> list[ImageResult]:
+def _write_parquet(table: pyarrow.Table, parts: FolderOfFiles, name: str) -> list[ImageResult]:
     import pyarrow
     import pyarrow.parquet
 
     sink = pyarrow.BufferOutputStream()
     pyarrow.parquet.write_table(table, sink)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    path = parts.write(name, atomic_write_bytes, sink.getvalue().to_pybytes())  # where it is once done
     return [
         ImageResult(Path(row["path"]), row["fx"], row["fy"], [] if row["error"] else [path], row["error"])
         for row in table.select(["path", "fx", "fy", "error"]).to_pylist()
@@ -372,6 +373,7 @@ def run_depth_job(
     format: str = "npy",
     outputs: Sequence[str] = ("depth",),
     on_result: Callable[[ImageResult], None] | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> DepthJobSummary:
     """Depth for the images in `paths` (files or folders) on Ray actors, written to `out_dir`.
@@ -379,17 +381,23 @@ def run_depth_job(
     format "npy": per image <name>_depth.npy (float32 metres), plus <name>_confidence.npy and
     <name>_normal.npy (H x W x 3) when they are in `outputs`; <name> as `infer` names it.
     format "parquet": part-NNNNN.parquet, one per block of results, with `DepthPredictor`'s columns
-    (failed rows included); read them back with ray.data.read_parquet(out_dir).
+    (failed rows included); read them back with ray.data.read_parquet(out_dir). The folder is the
+    job's: it must be new or empty, or `overwrite` replaces it whole; the parts go to a partial folder
+    beside it, which becomes `out_dir` when the job ends (or Ctrl-C stops it), so a job that fails
+    leaves an earlier dataset as it was.
     on_result: called with each image's `ImageResult` as it arrives.
     options: `depth_dataset`'s keyword arguments (backbone, device, fx, actors, batch_size, ...).
-    The results stream back to this process, which writes each file whole (temp file, then rename)
+    The results stream back to this process, which writes each file whole (a partial, then a rename)
     and reports each image as it arrives; Ray's own writers (write_parquet) would write on the
     workers, could leave a partial file when stopped, and say nothing per image.
     """
     if format not in FORMATS:
         raise InputError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     outputs = _check_outputs(outputs)
-    out_dir = writable_folder(out_dir, "choose another folder for the results")
+    if format == "parquet":
+        check_output_folder(out_dir, overwrite, OVERWRITE_FIX)
+    else:  # named files, as infer writes them: the folder may hold others
+        out_dir = writable_folder(out_dir, "choose another folder for the results")
     files = image_files(paths)
     names = dict(zip(map(str, files), result_names(files), strict=True))
     dataset = depth_dataset(files, outputs=outputs, **options)
@@ -397,10 +405,11 @@ def run_depth_job(
     arrived: dict[str, ImageResult] = {}
     batch_format = "pyarrow" if format == "parquet" else "numpy"
     batches = dataset.iter_batches(batch_size=None, batch_format=batch_format)
-    with _model_errors_in_one_line():
+    parts = FolderOfFiles(out_dir, overwrite, OVERWRITE_FIX) if format == "parquet" else None
+    with parts or contextlib.nullcontext(), _model_errors_in_one_line():
         for part, batch in enumerate(batches):
-            if format == "parquet":
-                results = _write_parquet(batch, out_dir / f"part-{part:05d}.parquet")
+            if parts is not None:
+                results = _write_parquet(batch, parts, f"part-{part:05d}.parquet")
             else:
                 results = _write_npy(batch, out_dir, names, outputs)
             for result in results:

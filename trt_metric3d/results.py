@@ -101,7 +101,7 @@ def write_result_set(
     and <name>.ply when a point cloud is given."""
     millimetres = np.rint(prediction.depth * 1000)
     clipped = int(np.count_nonzero(millimetres > MAX_DEPTH_MM))
-    npy, png, preview, normal = (folder / f"{name}{suffix}" for suffix in RESULT_SUFFIXES)
+    npy, png, preview, normal, *ply = result_files(folder, name, point_cloud is not None)
     files = [
         write_npy(npy, prediction.depth),
         write_png(png, np.clip(millimetres, 0, MAX_DEPTH_MM).astype(np.uint16)),
@@ -109,5 +109,12 @@ def write_result_set(
         write_png(normal, normal_to_image(prediction.normal)),
     ]
     if point_cloud is not None:
-        files.append(write_ply(folder / f"{name}.ply", point_cloud))
+        files.append(write_ply(ply[0], point_cloud))
     return WrittenResult(files, clipped)
+
+
+def result_files(folder: Path, name: str, ply: bool = False) -> list[Path]:
+    """The files `write_result_set` writes for `name`, in its order."""
+    return [folder / f"{name}{suffix}" for suffix in RESULT_SUFFIXES] + (
+        [folder / f"{name}.ply"] if ply else []
+    )

@@ -7,6 +7,7 @@ pip wheels encode MPEG-4 Part 2 (`mp4v`) in .mp4 and Motion-JPEG in .avi (no H.2
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -17,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, WorkspaceError
+from .output_files import OutputFile, StreamOutput, naming
 
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
@@ -67,23 +69,19 @@ class FrameSource:
             self._capture.release()
 
 
-class VideoWriter:
-    """An RGB video written under a temporary name and renamed into place when closed.
-
-    Closing finalises the file (a playable video of the frames written so far), also after an error or
-    Ctrl-C; nothing incomplete ever carries the final name.
-    """
+class VideoWriter(StreamOutput):
+    """An RGB video written under a partial name of its own (output_files) and moved into place when
+    closed: a playable video of the frames written so far."""
 
     def __init__(self, path: str | os.PathLike, fps: float) -> None:
-        self.path = Path(path)
+        self.name = self.path = Path(path)
         if self.path.suffix.lower() not in FOURCC_BY_SUFFIX:
             raise InputError(
                 f"{self.path}: unsupported video type; use one of {', '.join(sorted(FOURCC_BY_SUFFIX))}"
             )
         self.fps = fps
-        self._partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self._output = OutputFile(self.path)
         self._writer: cv2.VideoWriter | None = None
-        self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
         """Append a frame; the first one sets the video's size, later ones of another size are resized
@@ -92,53 +90,80 @@ class VideoWriter:
             self.size = (rgb.shape[1], rgb.shape[0])
             codec = FOURCC_BY_SUFFIX[self.path.suffix.lower()]
             fourcc = cv2.VideoWriter_fourcc(*codec)
-            self._writer = cv2.VideoWriter(str(self._partial), fourcc, self.fps, self.size)
+            self._writer = cv2.VideoWriter(str(self._output.path), fourcc, self.fps, self.size)
             if not self._writer.isOpened():
+                self.discard()
                 raise InputError(f"cannot write video {self.path}: OpenCV has no {codec} encoder here")
         if (rgb.shape[1], rgb.shape[0]) != self.size:
             rgb = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
         self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        self.frames += 1
+        self.written += 1
 
-    def close(self) -> Path | None:
-        """Finalise and move into place; None when no frame was written (then no file is left)."""
-        if self._writer is None:
-            return None
+    def _finish(self) -> Path:
         self._writer.release()
         self._writer = None
-        os.replace(self._partial, self.path)
-        return self.path
+        if not self._output.direct and not _is_readable_video(self._output.path):
+            # OpenCV only warns when a frame cannot be written (a full disk)
+            raise WorkspaceError(f"cannot write {self.path}: the video could not be finished (disk full?)")
+        return self._output.commit()
 
-    def __enter__(self) -> VideoWriter:
-        return self
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        self._output.discard()
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+
+def _is_readable_video(path: Path) -> bool:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return capture.isOpened() and capture.read()[0]
+    finally:
+        capture.release()
 
 
-class NpzWriter:
+class NpzWriter(StreamOutput):
     """Every frame's float32 depth in one .npz (`frame_000000`, ...), added as frames come, so memory
-    stays flat however long the video; `np.load` reads it. Renamed into place when closed."""
+    stays flat however long the video; `np.load` reads it. Moved into place when closed, if it holds
+    a frame."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._partial = self.path.with_name(f".{self.path.name}.partial")
-        self._zip = zipfile.ZipFile(self._partial, "w", allowZip64=True)
+        self.name = self.path = Path(path)
+        self._output = OutputFile(self.path)
+        with naming(self.path):
+            self._file = open(self._output.path, "wb")  # noqa: SIM115 (closed in close / discard)
+            # a device or FIFO: a stream, so zipfile writes no offsets it took from seeking there
+            file = _WriteOnly(self._file) if self._output.direct else self._file
+            self._zip = zipfile.ZipFile(file, "w", allowZip64=True)
 
     def add(self, index: int, depth: np.ndarray) -> None:
-        with self._zip.open(f"frame_{index:06d}.npy", "w", force_zip64=True) as member:
+        with naming(self.path), self._zip.open(f"frame_{index:06d}.npy", "w", force_zip64=True) as member:
             np.lib.format.write_array(member, np.ascontiguousarray(depth), allow_pickle=False)
+        self.written += 1
 
-    def close(self) -> Path:
+    def _finish(self) -> Path:
         self._zip.close()
-        os.replace(self._partial, self.path)
-        return self.path
+        self._file.close()
+        return self._output.commit()
 
-    def __enter__(self) -> NpzWriter:
-        return self
+    def discard(self) -> None:
+        for closable in (self._zip, self._file):
+            with contextlib.suppress(OSError, ValueError):  # what a full disk broke is dropped anyway
+                closable.close()
+        self._output.discard()
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+
+class _WriteOnly:
+    """A file seen as a stream: it can only be written."""
+
+    def __init__(self, file) -> None:
+        self._file = file
+
+    def write(self, data: bytes) -> int:
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
 
 
 class LiveStatus:

@@ -16,6 +16,7 @@ are written and tested without TensorRT; only building the engine needs it.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..engine.builder import ShapeProfile, TensorRTNotInstalled, import_tensorrt
@@ -23,7 +24,8 @@ from ..engine.cache import read_sidecar
 from ..engine.pipeline import build
 from ..errors import InputError, MissingDependency
 from ..export import INPUT_NAME
-from ..io import atomic_write_bytes, writable_folder
+from ..io import atomic_write_bytes
+from ..output_files import OVERWRITE_FIX, OutputFolder, check_output_folder, refuse_inputs_as_outputs
 from ..processing import CANVAS_HW
 from .ensemble_steps import (
     CANVAS,
@@ -204,26 +206,44 @@ Python client (pip install "trt-metric3d[serve]"):
 """
 
 
+def check_repository_folder(
+    out: str | os.PathLike, overwrite: bool, inputs: Sequence[str | os.PathLike | None]
+) -> Path:
+    """`out` as a folder the repository can become (see output_files.OutputFolder): new or empty, or
+    replaced whole with `overwrite`, and holding none of `inputs`."""
+    refuse_inputs_as_outputs([], inputs, {"the repository folder": out})
+    return check_output_folder(out, overwrite, OVERWRITE_FIX)
+
+
 def write_repository(
     out: str | os.PathLike,
     engine: str | os.PathLike,
     instances: int = 1,
     max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
+    overwrite: bool = False,
 ) -> Path:
     """The model repository in `out` around a cached `engine` (with its .json sidecar); see the module
-    docstring for the layout. Every file is written whole or not at all."""
+    docstring for the layout. The repository is one output: written beside `out` and put in its
+    place whole, so a failure leaves an earlier one as it was; a non-empty `out` is replaced only
+    with `overwrite`."""
     _check_options(instances, max_queue_delay_us)
     spec, profile = engine_profile(engine)
-    out = writable_folder(out, "choose another folder for the repository")
-    python_models = {
-        PREPROCESS: f"{__package__}.preprocess_model",
-        POSTPROCESS: f"{__package__}.postprocess_model",
-    }
-    for config in repository_configs(profile, instances, max_queue_delay_us):
-        write_model(out, config, python_models.get(config["name"]))
-    atomic_write_bytes(out / ENGINE / VERSION / "model.plan", Path(engine).read_bytes())
-    atomic_write_bytes(out / "README.txt", _readme(out.resolve(), spec, profile, instances).encode())
-    return out
+    out = check_repository_folder(out, overwrite, [engine])
+    repository = OutputFolder(out, overwrite, OVERWRITE_FIX)
+    try:
+        python_models = {
+            PREPROCESS: f"{__package__}.preprocess_model",
+            POSTPROCESS: f"{__package__}.postprocess_model",
+        }
+        for config in repository_configs(profile, instances, max_queue_delay_us):
+            write_model(repository.path, config, python_models.get(config["name"]))
+        atomic_write_bytes(repository.path / ENGINE / VERSION / "model.plan", Path(engine).read_bytes())
+        readme = _readme(out.resolve(), spec, profile, instances)
+        atomic_write_bytes(repository.path / "README.txt", readme.encode())
+    except BaseException:
+        repository.discard()
+        raise
+    return repository.commit()
 
 
 def build_repository(
@@ -238,10 +258,12 @@ def build_repository(
     calibration: str | os.PathLike | None = None,
     instances: int = 1,
     max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
+    overwrite: bool = False,
 ) -> Path:
     """`write_repository` around the engine of `backbone` (see `engine.pipeline.build`), built with full
     TensorRT for this machine's GPU, or taken from the engine cache."""
-    writable_folder(out, "choose another folder for the repository")  # all checked before a build
+    # all checked before a build
+    check_repository_folder(out, overwrite, [checkpoint, calibration, engine_dir, export_dir])
     profile = profile or ShapeProfile()
     check_profile(profile)
     _check_options(instances, max_queue_delay_us)
@@ -259,4 +281,4 @@ def build_repository(
         precision=precision,
         calibration=calibration,
     )
-    return write_repository(out, engine, instances, max_queue_delay_us)
+    return write_repository(out, engine, instances, max_queue_delay_us, overwrite)
