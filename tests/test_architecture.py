@@ -14,7 +14,7 @@ PACKAGE = REPO_ROOT / "trt_metric3d"
 # Bottom to top. A module may import from its own layer and the ones below, never from above.
 LAYERS = [
     ["errors", "logs"],
-    ["io", "workspace"],
+    ["io", "output_files", "workspace"],
     ["model"],
     ["processing", "visualize", "pointcloud"],
     ["checkpoint"],
