@@ -150,7 +150,7 @@ def infer(
                 image = read_image(path)
                 focal_x, focal_y, source = _focal_lengths(path, image, fx, fy)
                 prediction = runtime.predict(image, focal_x, focal_y)
-                cloud = prediction.point_cloud(focal_x, focal_y, image=image) if ply else None
+                cloud = prediction.point_cloud(image=image) if ply else None
                 written = write_result_set(out_dir, name, prediction, cloud)
             except (Metric3DError, OSError) as e:
                 failures.append(str(e) if str(path) in str(e) else f"{path}: {e}")
@@ -415,7 +415,7 @@ def video(
                 if frames_dir is not None:
                     write_npy(frames_dir / f"frame_{result.index:06d}_depth.npy", depth)
                 if ply_dir is not None:
-                    cloud = result.prediction.point_cloud(fx, fy, stride=ply_stride, image=result.frame)
+                    cloud = result.prediction.point_cloud(stride=ply_stride, image=result.frame)
                     write_ply(ply_dir / f"frame_{result.index:06d}.ply", cloud)
                 status.update(results.frames_done, results.dropped, result.latency_s)
         except KeyboardInterrupt:
@@ -852,24 +852,28 @@ def check(
 ) -> None:
     """Compare a backend with PyTorch fp32 on the CPU: AbsRel, delta<1.25 and max error per output."""
     from .io import find_images, read_image
+    from .results import result_names
     from .runtime import Metric3D
 
     paths = list(image_paths) or [default_calibration_dir()]
-    images = [(p.name, read_image(p)) for p in find_images(paths)]
-    if not images:
+    files = find_images(paths)
+    if not files:
         looked = ", ".join(map(str, paths))
         raise click.UsageError(f"no images to check with in {looked}: pass --images FILE_OR_FOLDER")
+    # one entry per input file, in order: two files may share a name (a/x.jpg, b/x.jpg)
+    names = result_names(files)
+    images = [read_image(path) for path in files]
     click.echo(
         f"checking {backend} against PyTorch fp32 on {len(images)} image(s) from {', '.join(map(str, paths))}"
     )
     with Metric3D(backbone, "torch", "fp32", "cpu", checkpoint) as reference:
-        expected = {name: reference.predict(image, fx=1000.0) for name, image in images}
+        expected = [reference.predict(image, fx=1000.0) for image in images]
     click.echo("| image | output | AbsRel | delta<1.25 | max abs error |\n|---|---|---:|---:|---:|")
     with Metric3D(backbone, backend, precision, device, checkpoint) as runtime:
-        for name, image in images:
+        for name, image, want in zip(names, images, expected, strict=True):
             got = runtime.predict(image, fx=1000.0)
             for output in ("depth", "confidence", "normal"):
-                absrel, delta, worst = _agreement(getattr(got, output), getattr(expected[name], output))
+                absrel, delta, worst = _agreement(getattr(got, output), getattr(want, output))
                 click.echo(f"| {name} | {output} | {absrel:.2e} | {delta:.4f} | {worst:.2e} |")
 
 
