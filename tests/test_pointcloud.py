@@ -122,7 +122,7 @@ def test_the_focal_lengths_default_to_those_of_the_prediction():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"fx": 700.0}, r"fx=700 is not the fx=1400 this depth was predicted with.*predict again with fx=700"),
+        ({"fx": 700.0}, r"fx=700 is not the fx=1400 this depth was predicted with.*again with fx=700"),
         ({"fy": 1000.0}, r"fy=1000 is not the fy=1400 this depth was predicted with"),
         ({"fx": 1400.0, "fy": 1401.0}, r"fy=1401 is not the fy=1400"),
     ],

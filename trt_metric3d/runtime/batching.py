@@ -7,8 +7,8 @@ one grey level of OpenCV's fixed-point filter).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
