@@ -250,7 +250,8 @@ def ray_job(
     is reported and the others go on; the exit status is then 1.
     """
     from .io import find_images, writable_folder
-    from .ray import ImageResult, import_ray, ray_cluster, run_depth_job
+    from .ray import ImageResult, run_depth_job
+    from .raycluster import import_ray, ray_cluster
 
     if fx is None and fy is not None:
         raise click.UsageError("--fy needs --fx")
@@ -274,9 +275,10 @@ def ray_job(
         files = ", ".join(f.name for f in result.files)
         click.echo(f"{step} {result.path} -> {files}  fx={result.fx:.1f}, fy={result.fy:.1f} ({source})")
 
-    with ray_cluster(address):
-        if not ctx.meta.get("debug"):  # the per-image lines instead of Ray Data's progress log
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
+    debug = bool(ctx.meta.get("debug"))
+    with ray_cluster(address, worker_logs=debug):
+        if not debug:  # the per-image lines instead of Ray Data's log; its errors end in our last line
+            logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         summary = run_depth_job(
             images,
             out_dir,

@@ -1,0 +1,97 @@
+"""Ray itself for `trt_metric3d.ray` and `trt-metric3d ray`: the import, with the extra's pip command
+when it is missing, and the cluster a job runs on (`ray_cluster`), whose failures end in one line.
+
+    pip install "trt-metric3d[ray]"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import BackendUnavailable, MissingDependency
+
+INSTALL = 'pip install "trt-metric3d[ray]"'
+
+
+def import_ray():
+    """The `ray` module with Ray Data loaded, or MissingDependency with the pip command."""
+    try:
+        import ray
+        import ray.data
+    except ImportError as e:  # also a Ray whose pyarrow does not fit the installed numpy
+        raise MissingDependency(f"Ray Data cannot be imported ({e}): {INSTALL}") from e
+    return ray
+
+
+# Ray's own log lines in this process, kept in its log files unless the user asks (worker_logs): the
+# driver's "Task ... failed. There are infinite retries remaining" with the remote traceback for each
+# retry of a call to a dead actor (Ray Data asks a pool actor that failed to start for its location),
+# and its C++ core's error lines (e.g. "Actor ... has constructor arguments in the object store").
+# The job's own error says what failed, once. A user's own setting of these is kept.
+_QUIET_RAY = {"RAY_enable_output_error_log_if_still_retry": "0", "RAY_BACKEND_LOG_LEVEL": "fatal"}
+
+
+def _connect(ray: Any, address: str | None, worker_logs: bool) -> None:
+    """ray.init for `ray_cluster`; a cluster that cannot be reached or started is one BackendUnavailable."""
+    if address is not None and address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise MissingDependency(
+            f"{address} is reached through Ray Client (ray[client]), which is not installed: {INSTALL}"
+        )
+    saved = {name: os.environ.get(name) for name in _QUIET_RAY}
+    if not worker_logs:
+        for name, value in _QUIET_RAY.items():
+            os.environ.setdefault(name, value)
+    try:
+        # Ray Client warns before it fails ("connection timed out. Ensure that the Ray Client port ...");
+        # the error below says it, so its warnings are shown only when it connects
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # all of them held here; the caller's filters apply below
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=worker_logs,
+            )
+        for warning in caught:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if address is None:
+            raise BackendUnavailable(f"could not start a local Ray cluster: {reason}") from e
+        raise BackendUnavailable(
+            f"could not connect to the Ray cluster at {address}: {reason}; check the address (auto: the "
+            "cluster `ray start` runs on this machine; ray://HOST:10001: its head's Ray Client port)"
+        ) from e
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def ray_cluster(address: str | None = None, worker_logs: bool = True) -> Iterator[None]:
+    """Ray for the block: connected to `address` ("auto": the cluster started on this machine with
+    `ray start`; "ray://host:10001": a remote one), else a new local cluster, shut down after. A Ray
+    already initialised (a notebook, a test) is used as it is and left running.
+
+    worker_logs: the actors' output (their prints and logs, Ray's tracebacks of a failed actor) is
+    shown here; False keeps it in Ray's log files (/tmp/ray/session_latest/logs), and the job's
+    errors still end in their own one-line reason.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        yield
+        return
+    _connect(ray, address, worker_logs)
+    try:
+        yield
+    finally:
+        ray.shutdown()
