@@ -2,14 +2,17 @@
 ports: concurrent HTTP and gRPC requests of two image sizes batched into one predict and equal to it,
 bad requests refused on their own (by Triton, or by us naming the fix), and a clean stop on SIGTERM."""
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from tritonserver_support import (
     FX,
     IMAGES,
@@ -21,6 +24,7 @@ from tritonserver_support import (
     started,
 )
 
+from trt_metric3d.errors import BackendUnavailable
 from trt_metric3d.serving import Metric3DClient, serve
 from trt_metric3d.serving.interface import MODEL_NAME
 from trt_metric3d.serving.model_config import to_pbtxt
@@ -160,8 +164,9 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def test_cli_serves_until_sigterm_then_frees_ports_and_leaves_no_process(small_checkpoint):
-    pytest.importorskip("pytriton", reason="the serve extra is not installed")
+def serving_cli(checkpoint) -> tuple[subprocess.Popen, list[str], object]:
+    """`trt-metric3d serve` (torch, CPU) on free loopback ports, read until it says it serves: (the
+    command, its output so far, its ports); its own watchdog kills it after 120 s."""
     ports = free_ports()
     command = [
         sys.executable,
@@ -171,34 +176,71 @@ def test_cli_serves_until_sigterm_then_frees_ports_and_leaves_no_process(small_c
         "--backend",
         "torch",
     ]
-    command += ["--device", "cpu", "--checkpoint", str(small_checkpoint), "--host", "127.0.0.1"]
-    command += [
-        "--http-port",
-        str(ports.http),
-        "--grpc-port",
-        str(ports.grpc),
-        "--metrics-port",
-        str(ports.metrics),
-    ]
+    command += ["--device", "cpu", "--checkpoint", str(checkpoint), "--host", "127.0.0.1"]
+    command += ["--http-port", str(ports.http), "--grpc-port", str(ports.grpc)]
+    command += ["--metrics-port", str(ports.metrics)]
     cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watchdog = threading.Timer(120, cli.kill)  # a server that never comes up fails the test, not CI
+    watchdog.daemon = True
     watchdog.start()
+    output = []
+    for line in cli.stdout:  # until the command says it serves (the server is ready then)
+        output.append(line)
+        if line.startswith("serving Metric3D"):
+            break
+    assert cli.poll() is None, "".join(output)[-3000:]
+    return cli, output, ports
+
+
+def test_cli_serves_until_sigterm_then_frees_ports_and_leaves_no_process(small_checkpoint):
+    pytest.importorskip("pytriton", reason="the serve extra is not installed")
+    cli, output, ports = serving_cli(small_checkpoint)
     try:
-        output = []
-        for line in cli.stdout:  # until the command says it serves (the server is ready then)
-            output.append(line)
-            if line.startswith("serving Metric3D"):
-                break
-        assert cli.poll() is None, "".join(output)[-3000:]
         server_processes = descendants(cli.pid)  # tritonserver and its Python stub
         assert len(server_processes) >= 2
         cli.send_signal(signal.SIGTERM)
         output = "".join(output) + cli.communicate(timeout=60)[0]
     finally:
-        watchdog.cancel()
         if cli.poll() is None:
             cli.kill()
     assert cli.returncode == 0, output[-3000:]
     assert "serving Metric3D vit-small as model 'metric3d'" in output and "tritonserver stopped" in output
     assert not alive(server_processes), "tritonserver or a stub outlived the command"
     assert all(port_is_free(port) for port in (ports.http, ports.grpc, ports.metrics))
+
+
+def test_a_killed_server_ends_the_cli_with_its_signal(small_checkpoint):
+    pytest.importorskip("pytriton", reason="the serve extra is not installed")
+    cli, output, _ = serving_cli(small_checkpoint)
+    try:
+        (server,) = [
+            pid
+            for pid in descendants(cli.pid)
+            if Path(os.readlink(f"/proc/{pid}/exe")).name == "tritonserver"
+        ]
+        os.kill(server, signal.SIGKILL)
+        output = "".join(output) + cli.communicate(timeout=60)[0]
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == 1, output[-3000:]
+    assert output.strip().splitlines()[-1] == (
+        "Error: tritonserver ended by itself: killed by SIGKILL (sent by another process, or the kernel's "
+        "out-of-memory killer); its log names no reason"
+    )
+
+
+def test_a_model_that_fails_in_the_server_names_its_own_error(tmp_path):
+    """A checkpoint that reads (serve's check passes) but fits no Metric3D: the stub's error is the reason."""
+    checkpoint = tmp_path / "other.pth"
+    torch.save({"model_state_dict": {"w": torch.ones(3)}}, checkpoint)
+    pytest.importorskip("pytriton", reason="the serve extra is not installed")
+    server = serve("vit-small", "torch", "fp32", "cpu", checkpoint, ports=free_ports(), address="127.0.0.1")
+    with pytest.raises(BackendUnavailable) as caught, server:
+        pass
+    message = str(caught.value)
+    assert message.startswith(
+        "tritonserver ended before its models were ready: exit status 1; model 'metric3d' could not load: "
+        "CheckpointError: checkpoint does not fit"
+    ), message
+    assert "\n" not in message

@@ -816,8 +816,8 @@ def serve(
             f"gRPC {running.url('grpc')}, metrics {running.url('metrics')}; Ctrl-C stops"
         )
         stopped = server.wait_for_stop(running)
-    if not stopped:
-        raise click.ClickException("tritonserver ended by itself; its log above says why")
+        if not stopped:
+            raise click.ClickException(f"tritonserver ended by itself: {running.exit_reason()}")
     click.echo("tritonserver stopped")
 
 
