@@ -24,6 +24,7 @@ from tritonserver_support import (
     started,
 )
 
+from reference import REPO_ROOT
 from trt_metric3d.errors import BackendUnavailable
 from trt_metric3d.serving import Metric3DClient, serve
 from trt_metric3d.serving.interface import MODEL_NAME
@@ -102,6 +103,19 @@ def refusal(server, protocol: str, inputs: dict[str, tuple[np.ndarray, str]]):
     return refused.value
 
 
+# Triton's answers to an IMAGE sent without its batch dimension, as docs/triton.md quotes them
+NO_BATCH_DIMENSION = "input 'IMAGE' batch size does not match other inputs for 'metric3d'"
+NO_BATCH_WITH_FOCALS_PER_ROW = "inference request batch-size must be <= 4 for 'metric3d'"
+
+
+def test_the_docs_quote_triton_s_answers_to_a_missing_batch_dimension_and_name_the_fix():
+    table = (REPO_ROOT / "docs" / "triton.md").read_text().split("## The request")[1].split("\n## ")[0]
+    rows = [row for row in table.splitlines() if row.startswith("| `IMAGE` ") and "H x W x 3" in row]
+    for message in (NO_BATCH_DIMENSION, NO_BATCH_WITH_FOCALS_PER_ROW):
+        (row,) = [row for row in rows if f"`{message}`" in row]
+        assert "send `image[None]`" in row, row
+
+
 def good_inputs(image: np.ndarray = IMAGES[0]) -> dict:
     focal = np.array([[FX]], np.float32)
     return {"IMAGE": (image[None], "UINT8"), "FX": (focal, "FP32"), "FY": (focal, "FP32")}
@@ -120,10 +134,10 @@ def test_triton_refuses_requests_that_break_the_config(server, protocol):
         in (refusal(server, protocol, rgba).message())
     )
     no_batch = good_inputs() | {"IMAGE": (IMAGES[0], "UINT8")}  # 48 x 64 x 3 read as 48 images of 64 x 3
-    assert (
-        "input 'IMAGE' batch size does not match other inputs"
-        in refusal(server, protocol, no_batch).message()
-    )
+    assert NO_BATCH_DIMENSION in refusal(server, protocol, no_batch).message()
+    rows = len(IMAGES[0])  # ... and focal lengths for as many "images": all agree on a batch of 48
+    focals = {name: (np.full((rows, 1), FX, np.float32), "FP32") for name in ("FX", "FY")}
+    assert NO_BATCH_WITH_FOCALS_PER_ROW in refusal(server, protocol, no_batch | focals).message()
     no_fy = {name: value for name, value in good_inputs().items() if name != "FY"}
     assert "missing required input(s) ['FY']" in refusal(server, protocol, no_fy).message()
     too_many = {
