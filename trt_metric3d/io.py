@@ -58,6 +58,23 @@ def writable_folder(path: str | os.PathLike, fix: str) -> Path:
     return path
 
 
+def folder_can_be_made(path: str | os.PathLike, fix: str) -> Path:
+    """`path` checked as `writable_folder` checks it, creating nothing (for a check long before the first
+    file is written): a folder this process can write to, or a missing one whose nearest existing
+    parent is. WorkspaceError naming the folder, the reason and `fix` otherwise."""
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        reason = f"{existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"{existing} is not writable"
+    else:
+        return path
+    raise WorkspaceError(f"cannot write to the folder {path} ({reason}): {fix}")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as RGB uint8 H x W x 3 (alpha dropped, grey expanded)."""
     return decode_image(np.fromfile(path, dtype=np.uint8), path)  # also handles non-ASCII paths

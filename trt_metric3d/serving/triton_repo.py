@@ -23,7 +23,7 @@ from ..engine.cache import read_sidecar
 from ..engine.pipeline import build
 from ..errors import InputError, MissingDependency
 from ..export import INPUT_NAME
-from ..io import atomic_write_bytes, writable_folder
+from ..io import atomic_write_bytes, folder_can_be_made, writable_folder
 from ..processing import CANVAS_HW
 from .ensemble_steps import (
     CANVAS,
@@ -241,7 +241,8 @@ def build_repository(
 ) -> Path:
     """`write_repository` around the engine of `backbone` (see `engine.pipeline.build`), built with full
     TensorRT for this machine's GPU, or taken from the engine cache."""
-    writable_folder(out, "choose another folder for the repository")  # all checked before a build
+    # all checked before a build, and nothing created: a refusal leaves no empty folder behind
+    folder_can_be_made(out, "choose another folder for the repository")
     profile = profile or ShapeProfile()
     check_profile(profile)
     _check_options(instances, max_queue_delay_us)
