@@ -433,6 +433,8 @@ def video(
     if interrupted:
         click.echo("interrupted: the outputs hold the frames done so far", err=True)
         ctx.exit(130)
+    if frames.ended_early:  # every frame the file holds was done: a warning, not a failure (README)
+        click.echo(f"warning: {frames.ended_early}; the outputs hold the frames read", err=True)
 
 
 def _parse_size(value: str) -> tuple[int, int]:
