@@ -89,20 +89,23 @@ def test_ray_client_addresses_without_ray_client_ask_for_the_extra(monkeypatch, 
 
 def test_without_debug_ray_keeps_its_log_to_its_files(stand_in, monkeypatch):
     ray = stand_in()
-    monkeypatch.setenv("RAY_BACKEND_LOG_LEVEL", "debug")  # the user's own setting wins
+    retries = "RAY_enable_output_error_log_if_still_retry"
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
         with raycluster.ray_cluster("auto", worker_logs=False):
             pass
     ((kwargs, environment),) = ray.calls
     assert kwargs["address"] == "auto" and kwargs["log_to_driver"] is False
-    retries = "RAY_enable_output_error_log_if_still_retry"
-    assert environment == {retries: "0", "RAY_BACKEND_LOG_LEVEL": "debug"}
-    assert retries not in os.environ  # as it was before
+    assert environment == {retries: "0"} and retries not in os.environ  # set for ray.init only
     assert ray.shut_down and [str(w.message) for w in shown] == [CLIENT_WARNING]  # it connected: shown
+    monkeypatch.setenv(retries, "1")  # the user's own setting wins
+    with warnings.catch_warnings(record=True), raycluster.ray_cluster("auto", worker_logs=False):
+        pass
+    assert ray.calls[1][1] == {retries: "1"}
+    monkeypatch.delenv(retries)
     with warnings.catch_warnings(record=True), raycluster.ray_cluster("auto"):  # the library's default:
         pass  # the actors' output as Ray shows it
-    assert ray.calls[1][0]["log_to_driver"] is True and ray.calls[1][1]["RAY_BACKEND_LOG_LEVEL"] == "debug"
+    assert ray.calls[2][0]["log_to_driver"] is True and ray.calls[2][1] == {retries: None}
 
 
 @pytest.mark.slow
@@ -119,4 +122,4 @@ def test_actors_that_cannot_open_the_model_end_the_cli_in_our_line_only(tmp_path
     assert lines[-1].startswith("Error: the Ray actors could not open the model: ")
     assert "bad.pth is not a readable PyTorch checkpoint" in lines[-1]
     assert "Traceback" not in result.stdout + result.stderr
-    assert len(lines) <= 4, "\n".join(lines)  # the job's header, Ray's start-up warning at most, ours
+    assert len(lines) <= 4, "\n".join(lines)  # the header, at most two start-up lines of Ray, ours

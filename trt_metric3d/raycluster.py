@@ -29,12 +29,11 @@ def import_ray():
     return ray
 
 
-# Ray's own log lines in this process, kept in its log files unless the user asks (worker_logs): the
-# driver's "Task ... failed. There are infinite retries remaining" with the remote traceback for each
-# retry of a call to a dead actor (Ray Data asks a pool actor that failed to start for its location),
-# and its C++ core's error lines (e.g. "Actor ... has constructor arguments in the object store").
-# The job's own error says what failed, once. A user's own setting of these is kept.
-_QUIET_RAY = {"RAY_enable_output_error_log_if_still_retry": "0", "RAY_BACKEND_LOG_LEVEL": "fatal"}
+# Ray's own lines in this process that it can be told to keep to its log files unless the user asks
+# (worker_logs): the driver's "Task ... failed. There are infinite retries remaining" with the remote
+# traceback, for each retry of a call to a dead actor (Ray Data asks a pool actor that failed to start
+# for its location). The job's own error says what failed, once. A user's own setting is kept.
+_QUIET_RAY = {"RAY_enable_output_error_log_if_still_retry": "0"}
 
 
 def _connect(ray: Any, address: str | None, worker_logs: bool) -> None:
