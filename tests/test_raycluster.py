@@ -5,6 +5,7 @@ reach a real cluster are slow.
 """
 
 import os
+import socket
 import subprocess
 import sys
 import warnings
@@ -84,7 +85,38 @@ def test_ray_client_addresses_without_ray_client_ask_for_the_extra(monkeypatch, 
     args = ["ray", str(tmp_path / "x.png"), "--out", str(tmp_path / "out"), "--fx", "100"]
     result = CliRunner().invoke(main, [*args, "--address", "ray://127.0.0.1:1"])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.output.strip().splitlines()[-1].endswith('pip install "trt-metric3d[ray]"')
+    (line,) = result.output.strip().splitlines()  # before the job's header line
+    assert line.endswith('pip install "trt-metric3d[ray]"')
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once it is closed
+
+
+def test_an_address_nothing_answers_at_is_refused_at_once_before_the_job(tmp_path):
+    """Ray itself would retry a HOST:PORT that nothing answers at for minutes, printing its warnings."""
+    port = closed_port()
+    with pytest.raises(
+        BackendUnavailable, match=rf"^could not connect to the Ray cluster at 127\.0\.0\.1:{port}: "
+    ):
+        raycluster.check_address(f"127.0.0.1:{port}")
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((8, 8, 3), np.uint8))
+    args = ["ray", str(tmp_path / "x.png"), "--out", str(tmp_path / "out"), "--fx", "100"]
+    result = CliRunner().invoke(main, [*args, "--address", f"127.0.0.1:{port}"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = result.output.strip().splitlines()  # no header line of a job that cannot start
+    assert line.startswith(f"Error: could not connect to the Ray cluster at 127.0.0.1:{port}: ")
+
+
+def test_an_address_that_answers_or_that_ray_resolves_passes_the_check():
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        raycluster.check_address(f"127.0.0.1:{listening.getsockname()[1]}")
+    for address in (None, "auto", "local"):
+        raycluster.check_address(address)
 
 
 def test_without_debug_ray_keeps_its_log_to_its_files(stand_in, monkeypatch):

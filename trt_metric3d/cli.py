@@ -251,7 +251,7 @@ def ray_job(
     """
     from .io import find_images, writable_folder
     from .ray import ImageResult, run_depth_job
-    from .raycluster import import_ray, ray_cluster
+    from .raycluster import check_address, import_ray, ray_cluster
 
     if fx is None and fy is not None:
         raise click.UsageError("--fy needs --fx")
@@ -259,7 +259,8 @@ def ray_job(
     if not images:
         raise click.UsageError("no images found in the given paths")
     writable_folder(out_dir, "choose another folder with --out")  # before Ray starts
-    import_ray()  # a missing extra is said first, not after the job's header line
+    import_ray()  # a missing extra or an address that cannot work is said first, before the header line
+    check_address(address)
     outputs = ["depth", *(["normal"] if normal else []), *(["confidence"] if confidence else [])]
     source = "--fx/--fy" if fx is not None else "EXIF 35 mm equivalent"
     click.echo(f"{len(images)} image(s), {actors} actor(s), batches of {batch_size} -> {out_dir}")

@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import socket
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -36,12 +37,39 @@ def import_ray():
 _QUIET_RAY = {"RAY_enable_output_error_log_if_still_retry": "0"}
 
 
-def _connect(ray: Any, address: str | None, worker_logs: bool) -> None:
-    """ray.init for `ray_cluster`; a cluster that cannot be reached or started is one BackendUnavailable."""
-    if address is not None and address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+PROBE_TIMEOUT_S = 5.0
+
+
+def _unreachable(address: str, reason: str) -> BackendUnavailable:
+    return BackendUnavailable(
+        f"could not connect to the Ray cluster at {address}: {reason.rstrip('.')}; check the address "
+        "(auto: the cluster `ray start` runs on this machine; ray://HOST:10001: its head's Ray Client port)"
+    )
+
+
+def check_address(address: str | None) -> None:
+    """What can be known of a cluster's `address` before Ray starts (quickly): that Ray Client is installed
+    for a ray:// one, and that a HOST:PORT answers at all (Ray retries an unreachable one for minutes).
+    Addresses of other forms ("auto", "local", ...) are Ray's to resolve."""
+    if address is None:
+        return
+    client = address.startswith("ray://")
+    if client and importlib.util.find_spec("grpc") is None:
         raise MissingDependency(
             f"{address} is reached through Ray Client (ray[client]), which is not installed: {INSTALL}"
         )
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if "://" in host or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        raise _unreachable(address, e.strerror or str(e) or type(e).__name__) from e
+
+
+def _connect(ray: Any, address: str | None, worker_logs: bool) -> None:
+    """ray.init for `ray_cluster`; a cluster that cannot be reached or started is one BackendUnavailable."""
+    check_address(address)
     saved = {name: os.environ.get(name) for name in _QUIET_RAY}
     if not worker_logs:
         for name, value in _QUIET_RAY.items():
@@ -63,10 +91,7 @@ def _connect(ray: Any, address: str | None, worker_logs: bool) -> None:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         if address is None:
             raise BackendUnavailable(f"could not start a local Ray cluster: {reason}") from e
-        raise BackendUnavailable(
-            f"could not connect to the Ray cluster at {address}: {reason}; check the address (auto: the "
-            "cluster `ray start` runs on this machine; ray://HOST:10001: its head's Ray Client port)"
-        ) from e
+        raise _unreachable(address, reason) from e
     finally:
         for name, value in saved.items():
             if value is None:
