@@ -207,7 +207,7 @@ class TritonServer:
 
     ports: the HTTP, gRPC and metrics ports (default 8000, 8001, 8002).
     address: where the endpoints listen ("0.0.0.0": every interface).
-    log_path: the server's log (its stdout and stderr) goes there; None: to this process's.
+    log_path: the server's log (its stdout and stderr) goes there; None: on to this process's stderr.
     ready_timeout_s: how long its models may take to load (None: as long as the server runs).
     """
 
