@@ -855,7 +855,10 @@ def check(
     checkpoint: str | None,
     image_paths: tuple[str, ...],
 ) -> None:
-    """Compare a backend with PyTorch fp32 on the CPU: AbsRel, delta<1.25 and max error per output."""
+    """Compare a backend with PyTorch fp32 on the CPU: AbsRel, delta<1.25 and max error per output.
+
+    Each image is compared with its own reference; its rows are named as `infer` names its results.
+    """
     from .io import find_images, read_image
     from .results import result_names
     from .runtime import Metric3D
