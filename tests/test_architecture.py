@@ -22,7 +22,7 @@ LAYERS = [
     ["engine"],
     ["runtime"],
     ["annotator", "results", "video", "benchmark"],
-    ["ray", "serving"],
+    ["ray", "raycluster", "serving"],
     ["comfyui"],
     ["cli"],
 ]

@@ -136,7 +136,23 @@ def test_check_compares_a_backend_with_pytorch(small_checkpoint, tmp_path):
     )
     assert result.exit_code == 0, result.output
     # the torch backend against itself: zero error, every pixel within 1.25
-    assert "| small.png | depth | 0.00e+00 | 1.0000 | 0.00e+00 |" in result.output
+    assert "| small | depth | 0.00e+00 | 1.0000 | 0.00e+00 |" in result.output
+
+
+def test_check_compares_each_input_with_its_own_reference(small_checkpoint, tmp_path):
+    """Two files of one name in two folders, of different sizes: each against its own reference (not the
+    other's, as when results were keyed by file name), its row named as infer names its results."""
+    image = cv2.resize(cv2.imread(str(reference_dir() / "coffee.png")), (90, 60))
+    for folder, picture in (("a", image), ("b", cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE))):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "x.png"), picture)
+    args = ["check", "--backend", "torch", "--precision", "fp32", "--device", "cpu"]
+    images = ["--images", str(tmp_path / "a" / "x.png"), "--images", str(tmp_path / "b" / "x.png")]
+    result = CliRunner().invoke(main, [*args, "--checkpoint", str(small_checkpoint), *images])
+    assert result.exit_code == 0, result.output
+    for name in ("a_x_png", "b_x_png"):
+        for output in ("depth", "confidence", "normal"):
+            assert f"| {name} | {output} | 0.00e+00 | 1.0000 | 0.00e+00 |" in result.output
 
 
 def test_infer_writes_a_point_cloud_with_ply(small_checkpoint, tmp_path):

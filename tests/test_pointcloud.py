@@ -11,10 +11,12 @@ from trt_metric3d.processing import fit_canvas
 from trt_metric3d.runtime.batching import Prediction
 
 
-def prediction(depth) -> Prediction:
+def prediction(depth, fx: float = 1.0, fy: float | None = None) -> Prediction:
+    """A prediction of `depth` as if made with focal lengths fx, fy (default fx)."""
     depth = np.asarray(depth, dtype=np.float32)
     zeros = np.zeros_like(depth)
-    return Prediction(depth, zeros, np.zeros((*depth.shape, 3), np.float32), zeros, fit_canvas(*depth.shape))
+    normal = np.zeros((*depth.shape, 3), np.float32)
+    return Prediction(depth, zeros, normal, zeros, fit_canvas(*depth.shape), fx, fx if fy is None else fy)
 
 
 def rgb_ramp(height: int, width: int) -> np.ndarray:
@@ -24,7 +26,7 @@ def rgb_ramp(height: int, width: int) -> np.ndarray:
 
 
 def test_known_pixels_back_project_exactly():
-    cloud = prediction([[2, 4], [6, 8]]).point_cloud(fx=2.0, fy=4.0, cx=0.5, cy=0.5)
+    cloud = prediction([[2, 4], [6, 8]], fx=2.0, fy=4.0).point_cloud(cx=0.5, cy=0.5)
     # X = (u - cx) * Z / fx, Y = (v - cy) * Z / fy at integer pixel coordinates, in row-major order.
     expected = [[-0.5, -0.25, 2], [1, -0.5, 4], [-1.5, 0.75, 6], [2, 1, 8]]
     assert cloud.points.dtype == np.float32
@@ -33,7 +35,7 @@ def test_known_pixels_back_project_exactly():
 
 
 def test_principal_point_defaults_to_w_and_h_over_2_and_fy_to_fx():
-    cloud = prediction(np.ones((2, 4))).point_cloud(fx=0.5)
+    cloud = prediction(np.ones((2, 4)), fx=0.5).point_cloud()
     # The original's demo intrinsics [f, f, W / 2, H / 2]: pixel (u=2, v=1) is on the optical axis.
     np.testing.assert_array_equal(cloud.points[1 * 4 + 2], [0, 0, 1])
     np.testing.assert_array_equal(cloud.points[0], [-4, -2, 1])  # (0 - 2) / 0.5, (0 - 1) / 0.5
@@ -45,14 +47,14 @@ def test_points_of_a_tilted_plane_lie_on_it():
     v, u = np.mgrid[:height, :width]
     rays = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u, dtype=float)], axis=-1)
     depth = offset / (rays @ normal)
-    cloud = prediction(depth).point_cloud(fx, fy, cx, cy)
+    cloud = prediction(depth, fx, fy).point_cloud(cx=cx, cy=cy)
     assert len(cloud) == height * width
     np.testing.assert_allclose(cloud.points.astype(np.float64) @ normal, offset, rtol=1e-5)
 
 
 def test_stride_keeps_every_nth_row_and_column_at_full_size_pixel_coordinates():
     depth = np.arange(1, 36, dtype=np.float32).reshape(5, 7)
-    cloud = prediction(depth).point_cloud(fx=2.0, cx=0.0, cy=0.0, stride=3)
+    cloud = prediction(depth, fx=2.0).point_cloud(cx=0.0, cy=0.0, stride=3)
     v, u = np.mgrid[0:5:3, 0:7:3]  # rows 0, 3 and columns 0, 3, 6
     z = depth[v, u].ravel()
     expected = np.stack([u.ravel() * z / 2, v.ravel() * z / 2, z], axis=1)
@@ -60,13 +62,13 @@ def test_stride_keeps_every_nth_row_and_column_at_full_size_pixel_coordinates():
 
 
 def test_max_depth_drops_farther_points_and_keeps_the_limit():
-    cloud = prediction([[1, 2], [3, 4]]).point_cloud(fx=1.0, max_depth=3.0)
+    cloud = prediction([[1, 2], [3, 4]]).point_cloud(max_depth=3.0)
     np.testing.assert_array_equal(cloud.points[:, 2], [1, 2, 3])
 
 
 def test_non_finite_and_non_positive_depths_are_dropped():
     depth = [[np.nan, np.inf, -np.inf], [0.0, -1.0, 5.0]]
-    cloud = prediction(depth).point_cloud(fx=1.0, image=rgb_ramp(2, 3))
+    cloud = prediction(depth).point_cloud(image=rgb_ramp(2, 3))
     np.testing.assert_array_equal(cloud.points, [[(2 - 1.5) * 5, (1 - 1) * 5, 5]])
     np.testing.assert_array_equal(cloud.colors, [[1, 2, 3]])  # the colour of row 1, column 2
 
@@ -75,14 +77,14 @@ def test_colours_follow_the_kept_pixels():
     depth = np.ones((5, 6), np.float32)
     depth[3, 3] = 0  # dropped with its colour
     image = rgb_ramp(5, 6)
-    cloud = prediction(depth).point_cloud(fx=1.0, stride=3, image=image)
+    cloud = prediction(depth).point_cloud(stride=3, image=image)
     assert cloud.colors.dtype == np.uint8
     np.testing.assert_array_equal(cloud.colors, [image[0, 0], image[0, 3], image[3, 0]])
 
 
 def test_float_images_are_taken_as_predict_takes_them():
     image = rgb_ramp(2, 2)
-    cloud = prediction(np.ones((2, 2))).point_cloud(fx=1.0, image=image.astype(np.float32) / 255)
+    cloud = prediction(np.ones((2, 2))).point_cloud(image=image.astype(np.float32) / 255)
     np.testing.assert_array_equal(cloud.colors, image.reshape(-1, 3))
 
 
@@ -92,22 +94,61 @@ def test_float_images_are_taken_as_predict_takes_them():
         ({"fx": 0.0}, "fx must be a finite focal length in pixels > 0"),
         ({"fx": "1000"}, "fx must be a real number"),
         ({"fx": True}, "fx must be a real number"),
-        ({"fx": 1.0, "fy": -5.0}, "fy must be a finite focal length"),
-        ({"fx": 1.0, "cx": math.nan}, "cx must be a finite number"),
-        ({"fx": 1.0, "cy": math.inf}, "cy must be a finite number"),
-        ({"fx": 1.0, "cx": "centre"}, "cx must be a finite number"),
-        ({"fx": 1.0, "stride": 0}, "stride must be an integer >= 1"),
-        ({"fx": 1.0, "stride": 2.0}, "stride must be an integer >= 1"),
-        ({"fx": 1.0, "stride": True}, "stride must be an integer >= 1"),
-        ({"fx": 1.0, "max_depth": 0.0}, "max_depth must be a distance in metres > 0"),
-        ({"fx": 1.0, "max_depth": math.nan}, "max_depth must be a distance in metres > 0"),
-        ({"fx": 1.0, "image": rgb_ramp(3, 4)}, "image is 3x4 but the depth is 4x3"),
-        ({"fx": 1.0, "image": np.zeros((4, 3), np.uint8)}, r"image must have shape \(H, W, 3\)"),
+        ({"fy": -5.0}, "fy must be a finite focal length"),
+        ({"cx": math.nan}, "cx must be a finite number"),
+        ({"cy": math.inf}, "cy must be a finite number"),
+        ({"cx": "centre"}, "cx must be a finite number"),
+        ({"stride": 0}, "stride must be an integer >= 1"),
+        ({"stride": 2.0}, "stride must be an integer >= 1"),
+        ({"stride": True}, "stride must be an integer >= 1"),
+        ({"max_depth": 0.0}, "max_depth must be a distance in metres > 0"),
+        ({"max_depth": math.nan}, "max_depth must be a distance in metres > 0"),
+        ({"image": rgb_ramp(3, 4)}, "image is 3x4 but the depth is 4x3"),
+        ({"image": np.zeros((4, 3), np.uint8)}, r"image must have shape \(H, W, 3\)"),
     ],
 )
 def test_bad_options_raise_input_errors_naming_the_fix(options, message):
     with pytest.raises(InputError, match=message):
         prediction(np.ones((4, 3))).point_cloud(**options)
+
+
+def test_the_focal_lengths_default_to_those_of_the_prediction():
+    cloud = prediction(np.ones((2, 4)), fx=0.5, fy=0.25).point_cloud()
+    np.testing.assert_array_equal(cloud.points[0], [-4, -4, 1])  # (0 - 2) / 0.5, (0 - 1) / 0.25
+    same = prediction(np.ones((2, 4)), fx=1400.0).point_cloud(fx=np.float32(1400.0), fy=1400)
+    np.testing.assert_array_equal(same.points, prediction(np.ones((2, 4)), fx=1400.0).point_cloud().points)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"fx": 700.0}, r"fx=700 is not the fx=1400 this depth was predicted with.*again with fx=700"),
+        ({"fy": 1000.0}, r"fy=1000 is not the fy=1400 this depth was predicted with"),
+        ({"fx": 1400.0, "fy": 1401.0}, r"fy=1401 is not the fy=1400"),
+    ],
+)
+def test_another_camera_is_refused_rather_than_mixed_into_the_points(options, message):
+    with pytest.raises(InputError, match=message):
+        prediction(np.ones((2, 4)), fx=1400.0).point_cloud(**options)
+
+
+def test_predict_and_stream_give_predictions_their_focal_lengths(small_model):
+    from trt_metric3d import Metric3D
+
+    image = rgb_ramp(20, 30)
+    with Metric3D(model=small_model, device="cpu") as runtime:
+        one = runtime.predict(image, fx=1400.0)
+        each = runtime.predict([image, image], fx=[700.0, 900.0], fy=[710.0, 910.0])
+        with runtime.stream([image], fx=500.0, fy=520.0) as results:
+            streamed = [r.prediction for r in results]
+    assert [(p.fx, p.fy) for p in [one, *each, *streamed]] == [
+        (1400.0, 1400.0),
+        (700.0, 710.0),
+        (900.0, 910.0),
+        (500.0, 520.0),
+    ]
+    with pytest.raises(InputError, match="fx=700 is not the fx=1400"):
+        one.point_cloud(700.0)
 
 
 @pytest.mark.parametrize(
@@ -134,7 +175,7 @@ def columns(vertex, names) -> np.ndarray:
 
 
 def test_coloured_ply_reads_back_with_plyfile(tmp_path):
-    cloud = prediction([[1.5, 2.25], [np.nan, 7.0]]).point_cloud(fx=3.0, image=rgb_ramp(2, 2))
+    cloud = prediction([[1.5, 2.25], [np.nan, 7.0]], fx=3.0).point_cloud(image=rgb_ramp(2, 2))
     path = tmp_path / "nested" / "cloud.ply"
     assert write_ply(path, cloud) == path
     ply = read_ply(path)
@@ -155,7 +196,7 @@ def test_coloured_ply_reads_back_with_plyfile(tmp_path):
 
 def test_uncoloured_and_empty_clouds_write_only_coordinates(tmp_path):
     for name, depth in [("plain", [[1.0, 2.0]]), ("empty", [[0.0, np.nan]])]:
-        cloud = prediction(depth).point_cloud(fx=1.0)
+        cloud = prediction(depth).point_cloud()
         vertex = read_ply(write_ply(tmp_path / f"{name}.ply", cloud))["vertex"]
         assert [p.name for p in vertex.properties] == ["x", "y", "z"]
         assert vertex.count == len(cloud)
@@ -165,6 +206,6 @@ def test_uncoloured_and_empty_clouds_write_only_coordinates(tmp_path):
 def test_write_ply_replaces_an_existing_file_without_leftovers(tmp_path):
     path = tmp_path / "cloud.ply"
     path.write_bytes(b"an older, longer file " * 100)
-    write_ply(path, prediction([[2.0]]).point_cloud(fx=1.0))
+    write_ply(path, prediction([[2.0]]).point_cloud())
     assert read_ply(path)["vertex"].count == 1
     assert [p.name for p in tmp_path.iterdir()] == ["cloud.ply"]

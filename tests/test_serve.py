@@ -2,14 +2,17 @@
 ports: concurrent HTTP and gRPC requests of two image sizes batched into one predict and equal to it,
 bad requests refused on their own (by Triton, or by us naming the fix), and a clean stop on SIGTERM."""
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from tritonserver_support import (
     FX,
     IMAGES,
@@ -21,6 +24,8 @@ from tritonserver_support import (
     started,
 )
 
+from reference import REPO_ROOT
+from trt_metric3d.errors import BackendUnavailable
 from trt_metric3d.serving import Metric3DClient, serve
 from trt_metric3d.serving.interface import MODEL_NAME
 from trt_metric3d.serving.model_config import to_pbtxt
@@ -98,6 +103,19 @@ def refusal(server, protocol: str, inputs: dict[str, tuple[np.ndarray, str]]):
     return refused.value
 
 
+# Triton's answers to an IMAGE sent without its batch dimension, as docs/triton.md quotes them
+NO_BATCH_DIMENSION = "input 'IMAGE' batch size does not match other inputs for 'metric3d'"
+NO_BATCH_WITH_FOCALS_PER_ROW = "inference request batch-size must be <= 4 for 'metric3d'"
+
+
+def test_the_docs_quote_triton_s_answers_to_a_missing_batch_dimension_and_name_the_fix():
+    table = (REPO_ROOT / "docs" / "triton.md").read_text().split("## The request")[1].split("\n## ")[0]
+    rows = [row for row in table.splitlines() if row.startswith("| `IMAGE` ") and "H x W x 3" in row]
+    for message in (NO_BATCH_DIMENSION, NO_BATCH_WITH_FOCALS_PER_ROW):
+        (row,) = [row for row in rows if f"`{message}`" in row]
+        assert "send `image[None]`" in row, row
+
+
 def good_inputs(image: np.ndarray = IMAGES[0]) -> dict:
     focal = np.array([[FX]], np.float32)
     return {"IMAGE": (image[None], "UINT8"), "FX": (focal, "FP32"), "FY": (focal, "FP32")}
@@ -116,10 +134,10 @@ def test_triton_refuses_requests_that_break_the_config(server, protocol):
         in (refusal(server, protocol, rgba).message())
     )
     no_batch = good_inputs() | {"IMAGE": (IMAGES[0], "UINT8")}  # 48 x 64 x 3 read as 48 images of 64 x 3
-    assert (
-        "input 'IMAGE' batch size does not match other inputs"
-        in refusal(server, protocol, no_batch).message()
-    )
+    assert NO_BATCH_DIMENSION in refusal(server, protocol, no_batch).message()
+    rows = len(IMAGES[0])  # ... and focal lengths for as many "images": all agree on a batch of 48
+    focals = {name: (np.full((rows, 1), FX, np.float32), "FP32") for name in ("FX", "FY")}
+    assert NO_BATCH_WITH_FOCALS_PER_ROW in refusal(server, protocol, no_batch | focals).message()
     no_fy = {name: value for name, value in good_inputs().items() if name != "FY"}
     assert "missing required input(s) ['FY']" in refusal(server, protocol, no_fy).message()
     too_many = {
@@ -160,8 +178,9 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def test_cli_serves_until_sigterm_then_frees_ports_and_leaves_no_process(small_checkpoint):
-    pytest.importorskip("pytriton", reason="the serve extra is not installed")
+def serving_cli(checkpoint) -> tuple[subprocess.Popen, list[str], object]:
+    """`trt-metric3d serve` (torch, CPU) on free loopback ports, read until it says it serves: (the
+    command, its output so far, its ports); its own watchdog kills it after 120 s."""
     ports = free_ports()
     command = [
         sys.executable,
@@ -171,34 +190,71 @@ def test_cli_serves_until_sigterm_then_frees_ports_and_leaves_no_process(small_c
         "--backend",
         "torch",
     ]
-    command += ["--device", "cpu", "--checkpoint", str(small_checkpoint), "--host", "127.0.0.1"]
-    command += [
-        "--http-port",
-        str(ports.http),
-        "--grpc-port",
-        str(ports.grpc),
-        "--metrics-port",
-        str(ports.metrics),
-    ]
+    command += ["--device", "cpu", "--checkpoint", str(checkpoint), "--host", "127.0.0.1"]
+    command += ["--http-port", str(ports.http), "--grpc-port", str(ports.grpc)]
+    command += ["--metrics-port", str(ports.metrics)]
     cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watchdog = threading.Timer(120, cli.kill)  # a server that never comes up fails the test, not CI
+    watchdog.daemon = True
     watchdog.start()
+    output = []
+    for line in cli.stdout:  # until the command says it serves (the server is ready then)
+        output.append(line)
+        if line.startswith("serving Metric3D"):
+            break
+    assert cli.poll() is None, "".join(output)[-3000:]
+    return cli, output, ports
+
+
+def test_cli_serves_until_sigterm_then_frees_ports_and_leaves_no_process(small_checkpoint):
+    pytest.importorskip("pytriton", reason="the serve extra is not installed")
+    cli, output, ports = serving_cli(small_checkpoint)
     try:
-        output = []
-        for line in cli.stdout:  # until the command says it serves (the server is ready then)
-            output.append(line)
-            if line.startswith("serving Metric3D"):
-                break
-        assert cli.poll() is None, "".join(output)[-3000:]
         server_processes = descendants(cli.pid)  # tritonserver and its Python stub
         assert len(server_processes) >= 2
         cli.send_signal(signal.SIGTERM)
         output = "".join(output) + cli.communicate(timeout=60)[0]
     finally:
-        watchdog.cancel()
         if cli.poll() is None:
             cli.kill()
     assert cli.returncode == 0, output[-3000:]
     assert "serving Metric3D vit-small as model 'metric3d'" in output and "tritonserver stopped" in output
     assert not alive(server_processes), "tritonserver or a stub outlived the command"
     assert all(port_is_free(port) for port in (ports.http, ports.grpc, ports.metrics))
+
+
+def test_a_killed_server_ends_the_cli_with_its_signal(small_checkpoint):
+    pytest.importorskip("pytriton", reason="the serve extra is not installed")
+    cli, output, _ = serving_cli(small_checkpoint)
+    try:
+        (server,) = [
+            pid
+            for pid in descendants(cli.pid)
+            if Path(os.readlink(f"/proc/{pid}/exe")).name == "tritonserver"
+        ]
+        os.kill(server, signal.SIGKILL)
+        output = "".join(output) + cli.communicate(timeout=60)[0]
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == 1, output[-3000:]
+    assert output.strip().splitlines()[-1] == (
+        "Error: tritonserver ended by itself: killed by SIGKILL (sent by another process, or the kernel's "
+        "out-of-memory killer); its log names no reason"
+    )
+
+
+def test_a_model_that_fails_in_the_server_names_its_own_error(tmp_path):
+    """A checkpoint that reads (serve's check passes) but fits no Metric3D: the stub's error is the reason."""
+    checkpoint = tmp_path / "other.pth"
+    torch.save({"model_state_dict": {"w": torch.ones(3)}}, checkpoint)
+    pytest.importorskip("pytriton", reason="the serve extra is not installed")
+    server = serve("vit-small", "torch", "fp32", "cpu", checkpoint, ports=free_ports(), address="127.0.0.1")
+    with pytest.raises(BackendUnavailable) as caught, server:
+        pass
+    message = str(caught.value)
+    assert message.startswith(
+        "tritonserver ended before its models were ready: exit status 1; model 'metric3d' could not load: "
+        "CheckpointError: checkpoint does not fit"
+    ), message
+    assert "\n" not in message

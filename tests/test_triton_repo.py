@@ -170,11 +170,23 @@ def test_refuses_engines_triton_cannot_serve(tmp_path):
 def test_cli_without_tensorrt_fails_in_one_line(tmp_path):
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here")
-    result = CliRunner().invoke(main, ["triton-repo", str(tmp_path / "repo"), "--backbone", "vit-large"])
+    out = tmp_path / "new" / "repo"
+    result = CliRunner().invoke(main, ["triton-repo", str(out), "--backbone", "vit-large"])
     assert result.exit_code == 1
     (line,) = result.output.strip().splitlines()
     assert line.startswith("Error: TensorRT is not installed; Triton's tensorrt_plan backend loads engines")
     assert "pip install tensorrt-cu12" in line
+    assert not (tmp_path / "new").exists(), "a refused repository leaves no folder behind"
+
+
+def test_an_out_folder_that_cannot_be_made_is_refused_before_anything(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    result = CliRunner().invoke(main, ["triton-repo", str(tmp_path / "file" / "repo")])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: cannot write to the folder {tmp_path / 'file' / 'repo'} ({tmp_path / 'file'} is not a "
+        "folder): choose another folder for the repository\n"
+    )
 
 
 @pytest.fixture(scope="module")

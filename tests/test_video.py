@@ -16,14 +16,26 @@ from trt_metric3d.video import FrameSource, NpzWriter, VideoWriter
 HEIGHT, WIDTH = 60, 80
 
 
-def _clip(path: Path, frames: int = 3) -> Path:
+def _clip(path: Path, frames: int = 3, codec: str = "mp4v") -> Path:
     """A short clip panning over the coffee photo."""
     photo = cv2.imread(str(reference_dir() / "coffee.png"))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (WIDTH, HEIGHT))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), 10.0, (WIDTH, HEIGHT))
     for i in range(frames):
         writer.write(cv2.resize(photo[:, 20 * i : 20 * i + 400], (WIDTH, HEIGHT)))
     writer.release()
     return path
+
+
+def _truncated(path: Path, frames: int, keep: float) -> tuple[Path, int]:
+    """A Motion-JPEG .avi of `frames` frames cut to `keep` of its bytes, and how many frames OpenCV
+    still reads from it. (An .mp4 from OpenCV keeps its index at the end: cut, it cannot be opened.)"""
+    data = _clip(path.with_name(f"whole_{path.name}"), frames, "MJPG").read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    capture = cv2.VideoCapture(str(path))
+    readable = 0
+    while capture.read()[0]:
+        readable += 1
+    return path, readable
 
 
 def _frames(path: Path) -> list[np.ndarray]:
@@ -48,6 +60,26 @@ def test_frame_source_reads_rgb_frames(tmp_path):
 def test_bad_videos_are_named(tmp_path, make, message):
     with pytest.raises(InputError, match=message):
         FrameSource(make(tmp_path))
+
+
+def test_a_truncated_video_says_it_ended_early(tmp_path):
+    whole = FrameSource(_clip(tmp_path / "whole.avi", 9, "MJPG"))
+    assert len(list(whole)) == 9 and whole.declared_frames == 9 and whole.ended_early is None
+    path, readable = _truncated(tmp_path / "cut.avi", 9, keep=0.7)
+    assert 0 < readable < 9
+    frames = FrameSource(path)
+    assert len(list(frames)) == readable == frames.frames_read
+    assert frames.ended_early == (
+        f"{path} ended after {readable} of the 9 frames its container declares: the file is truncated or "
+        "damaged"
+    )
+
+
+def test_a_truncated_mp4_cannot_be_opened_and_says_so(tmp_path):
+    data = _clip(tmp_path / "whole.mp4", 9).read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 7 // 10])
+    with pytest.raises(InputError, match=r"cannot open video .*cut\.mp4: OpenCV could not read it"):
+        FrameSource(tmp_path / "cut.mp4")
 
 
 def test_a_camera_that_is_not_there_is_named():
@@ -126,6 +158,23 @@ def test_ctrl_c_during_the_video_command_finalises_the_outputs(small_checkpoint,
     with np.load(out / "depth.npz") as depths:
         assert len(depths.files) >= 1
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "partial files left behind"
+
+
+def test_the_video_command_warns_of_a_truncated_file_and_keeps_its_frames(small_checkpoint, tmp_path):
+    """Every frame the file holds is done and kept; the last line says the file ended early; exit 0."""
+    clip, readable = _truncated(tmp_path / "cut.avi", 4, keep=0.6)
+    assert 0 < readable < 4
+    args = ["video", str(clip), "--fx", "70", "--backend", "torch", "--device", "cpu"]
+    args += ["--npz", str(tmp_path / "depth.npz"), "--checkpoint", str(small_checkpoint)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"{readable} frame(s), 0 dropped" in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"warning: {clip} ended after {readable} of the 4 frames its container declares: the file is "
+        "truncated or damaged; the outputs hold the frames read"
+    )
+    with np.load(tmp_path / "depth.npz") as depths:
+        assert len(depths.files) == readable
 
 
 def test_video_needs_a_source(small_checkpoint):

@@ -8,6 +8,7 @@ import re
 import socket
 import threading
 import urllib.request
+import zipfile
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -182,11 +183,12 @@ def _load_failure(error: BaseException, limit: int = 200) -> str:
     return f"{type(error).__name__}: {reason.removeprefix('WeightsUnpickler error:').strip()[:limit]}"
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
     """Tensors of an official `.pth` ({"model_state_dict": ...}) or of a plain state-dict file.
 
     Loaded with `weights_only=True` (no code from the file runs). A damaged or foreign file raises
-    CheckpointError naming it; a missing one CheckpointNotFoundError.
+    CheckpointError naming it; a missing one CheckpointNotFoundError. mmap: the tensors stay in the
+    file (memory-mapped) where its format allows (torch.save's zip format): a cheap check of a file.
     """
     path = Path(path)
     if not path.is_file():
@@ -194,7 +196,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointNotFoundError(f"checkpoint file {path} {what}")
     redownload = f"download it again from {HF_URL}"
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        mmap = mmap and zipfile.is_zipfile(path)  # the legacy format cannot be memory-mapped
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except MemoryError:
         raise
     except Exception as e:

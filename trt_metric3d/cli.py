@@ -153,7 +153,7 @@ def infer(
                 image = read_image(path)
                 focal_x, focal_y, source = _focal_lengths(path, image, fx, fy)
                 prediction = runtime.predict(image, focal_x, focal_y)
-                cloud = prediction.point_cloud(focal_x, focal_y, image=image) if ply else None
+                cloud = prediction.point_cloud(image=image) if ply else None
                 written = write_result_set(out_dir, name, prediction, cloud)
             except (Metric3DError, OSError) as e:
                 failures.append(str(e) if str(path) in str(e) else f"{path}: {e}")
@@ -258,7 +258,8 @@ def ray_job(
     """
     from .io import find_images, writable_folder
     from .output_files import check_output_folder, refuse_inputs_as_outputs
-    from .ray import ImageResult, import_ray, ray_cluster, run_depth_job
+    from .ray import ImageResult, run_depth_job
+    from .raycluster import check_address, import_ray, ray_cluster
     from .results import result_names
 
     if fx is None and fy is not None:
@@ -275,7 +276,8 @@ def ray_job(
         results = [("--out", out_dir / f"{n}_{o}.npy") for n in result_names(images) for o in outputs]
         refuse_inputs_as_outputs(results, [*images, checkpoint])
         writable_folder(out_dir, "choose another folder with --out")
-    import_ray()  # a missing extra is said first, not after the job's header line
+    import_ray()  # a missing extra or an address that cannot work is said first, before the header line
+    check_address(address)
     source = "--fx/--fy" if fx is not None else "EXIF 35 mm equivalent"
     click.echo(f"{len(images)} image(s), {actors} actor(s), batches of {batch_size} -> {out_dir}")
     done = 0
@@ -290,9 +292,10 @@ def ray_job(
         files = ", ".join(f.name for f in result.files)
         click.echo(f"{step} {result.path} -> {files}  fx={result.fx:.1f}, fy={result.fy:.1f} ({source})")
 
-    with ray_cluster(address):
-        if not ctx.meta.get("debug"):  # the per-image lines instead of Ray Data's progress log
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
+    debug = bool(ctx.meta.get("debug"))
+    with ray_cluster(address, worker_logs=debug):
+        if not debug:  # the per-image lines instead of Ray Data's log; its errors end in our last line
+            logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         summary = run_depth_job(
             images,
             out_dir,
@@ -439,7 +442,7 @@ def video(
                 if "--frames" in frame_files:
                     frame_files["--frames"].write(f"{name}_depth.npy", io.write_npy, depth)
                 if "--ply" in frame_files:
-                    cloud = result.prediction.point_cloud(fx, fy, stride=ply_stride, image=result.frame)
+                    cloud = result.prediction.point_cloud(stride=ply_stride, image=result.frame)
                     frame_files["--ply"].write(f"{name}.ply", write_ply, cloud)
                 status.update(results.frames_done, results.dropped, result.latency_s)
         except KeyboardInterrupt:
@@ -455,6 +458,8 @@ def video(
     if interrupted:
         click.echo("interrupted: the outputs hold the frames done so far", err=True)
         ctx.exit(130)
+    if frames.ended_early:  # every frame the file holds was done: a warning, not a failure (README)
+        click.echo(f"warning: {frames.ended_early}; the outputs hold the frames read", err=True)
 
 
 def _folder_fix(option: str) -> str:
@@ -854,8 +859,8 @@ def serve(
             f"gRPC {running.url('grpc')}, metrics {running.url('metrics')}; Ctrl-C stops"
         )
         stopped = server.wait_for_stop(running)
-    if not stopped:
-        raise click.ClickException("tritonserver ended by itself; its log above says why")
+        if not stopped:
+            raise click.ClickException(f"tritonserver ended by itself: {running.exit_reason()}")
     click.echo("tritonserver stopped")
 
 
@@ -890,26 +895,33 @@ def check(
     checkpoint: str | None,
     image_paths: tuple[str, ...],
 ) -> None:
-    """Compare a backend with PyTorch fp32 on the CPU: AbsRel, delta<1.25 and max error per output."""
+    """Compare a backend with PyTorch fp32 on the CPU: AbsRel, delta<1.25 and max error per output.
+
+    Each image is compared with its own reference; its rows are named as `infer` names its results.
+    """
     from .io import find_images, read_image
+    from .results import result_names
     from .runtime import Metric3D
 
     paths = list(image_paths) or [default_calibration_dir()]
-    images = [(p.name, read_image(p)) for p in find_images(paths)]
-    if not images:
+    files = find_images(paths)
+    if not files:
         looked = ", ".join(map(str, paths))
         raise click.UsageError(f"no images to check with in {looked}: pass --images FILE_OR_FOLDER")
+    # one entry per input file, in order: two files may share a name (a/x.jpg, b/x.jpg)
+    names = result_names(files)
+    images = [read_image(path) for path in files]
     click.echo(
         f"checking {backend} against PyTorch fp32 on {len(images)} image(s) from {', '.join(map(str, paths))}"
     )
     with Metric3D(backbone, "torch", "fp32", "cpu", checkpoint) as reference:
-        expected = {name: reference.predict(image, fx=1000.0) for name, image in images}
+        expected = [reference.predict(image, fx=1000.0) for image in images]
     click.echo("| image | output | AbsRel | delta<1.25 | max abs error |\n|---|---|---:|---:|---:|")
     with Metric3D(backbone, backend, precision, device, checkpoint) as runtime:
-        for name, image in images:
+        for name, image, want in zip(names, images, expected, strict=True):
             got = runtime.predict(image, fx=1000.0)
             for output in ("depth", "confidence", "normal"):
-                absrel, delta, worst = _agreement(getattr(got, output), getattr(expected[name], output))
+                absrel, delta, worst = _agreement(getattr(got, output), getattr(want, output))
                 click.echo(f"| {name} | {output} | {absrel:.2e} | {delta:.4f} | {worst:.2e} |")
 
 

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .errors import BackendUnavailable, InputError, Metric3DError, MissingDependency
+from .errors import BackendUnavailable, InputError, Metric3DError
 from .io import atomic_write_bytes, decode_image, exif_focal_px, find_images, writable_folder, write_npy
 from .output_files import OVERWRITE_FIX, FolderOfFiles, check_output_folder
 from .processing import check_focal
+from .raycluster import import_ray
 from .results import result_names
 from .runtime import Metric3D, Prediction
 
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trt_metric3d")
 
-INSTALL = 'pip install "trt-metric3d[ray]"'
 OUTPUTS = ("depth", "confidence", "normal")
 FORMATS = ("npy", "parquet")
 # What a failed row holds in each output column: an array of the right rank, with nothing in it.
@@ -44,16 +44,6 @@ _EMPTY = {
     "confidence": np.zeros((0, 0), np.float32),
     "normal": np.zeros((0, 0, 3), np.float32),
 }
-
-
-def import_ray():
-    """The `ray` module with Ray Data loaded, or MissingDependency with the pip command."""
-    try:
-        import ray
-        import ray.data
-    except ImportError as e:  # also a Ray whose pyarrow does not fit the installed numpy
-        raise MissingDependency(f"Ray Data cannot be imported ({e}): {INSTALL}") from e
-    return ray
 
 
 def _check_outputs(outputs: Sequence[str]) -> tuple[str, ...]:
@@ -417,19 +407,3 @@ def run_depth_job(
                 if on_result is not None:
                     on_result(result)
     return DepthJobSummary([arrived[str(f)] for f in files], time.perf_counter() - start)
-
-
-@contextlib.contextmanager
-def ray_cluster(address: str | None = None) -> Iterator[None]:
-    """Ray for the block: connected to `address` ("auto": the cluster started on this machine with
-    `ray start`; "ray://host:10001": a remote one), else a new local cluster, shut down after. A Ray
-    already initialised (a notebook, a test) is used as it is and left running."""
-    ray = import_ray()
-    if ray.is_initialized():
-        yield
-        return
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
-    try:
-        yield
-    finally:
-        ray.shutdown()

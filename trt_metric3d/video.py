@@ -25,7 +25,11 @@ FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJP
 
 
 class FrameSource:
-    """RGB uint8 frames of a video file, or of a camera when `source` is an index (0 = first camera)."""
+    """RGB uint8 frames of a video file, or of a camera when `source` is an index (0 = first camera).
+
+    A file that ends before the frame count its container declares (truncated or damaged) ends the
+    iteration after its last readable frame; `ended_early` then says so (None otherwise).
+    """
 
     def __init__(self, source: str | os.PathLike | int) -> None:
         self.is_camera = isinstance(source, int)
@@ -39,6 +43,10 @@ class FrameSource:
         self.source = source
         fps = self._capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0 < fps < 1000 else 30.0  # cameras and some containers report 0
+        declared = 0 if self.is_camera else self._capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.declared_frames = int(declared) if declared > 0 else None  # 0 or -1: not known
+        self.frames_read = 0
+        self.ended_early: str | None = None
         first = self._capture.read()
         if not first[0]:
             self._capture.release()
@@ -63,10 +71,19 @@ class FrameSource:
                 else:
                     ok, bgr = self._capture.read()
                     if not ok:
+                        self._check_complete()
                         return
+                self.frames_read += 1
                 yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         finally:
             self._capture.release()
+
+    def _check_complete(self) -> None:
+        if self.declared_frames is not None and self.frames_read < self.declared_frames:
+            self.ended_early = (
+                f"{self.source} ended after {self.frames_read} of the {self.declared_frames} frames its "
+                "container declares: the file is truncated or damaged"
+            )
 
 
 class VideoWriter(StreamOutput):

@@ -7,6 +7,7 @@ one grey level of OpenCV's fixed-point filter).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from ..processing import (
     MAX_SIDE,
     PAD_RGB_U8,
     Canvas,
+    check_focal,
     fit_canvas,
     make_canvas,
     metric_scale,
@@ -140,17 +142,20 @@ def canvases_from_tensor(images: torch.Tensor, device: torch.device) -> CanvasBa
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's results at its own resolution (H x W), numpy float32."""
+    """One image's results at its own resolution (H x W), numpy float32, and the focal lengths (pixels) it
+    was predicted with: the metric depth holds for that camera."""
 
     depth: np.ndarray  # H x W, metres
     confidence: np.ndarray  # H x W, depth confidence logit
     normal: np.ndarray  # H x W x 3, unit surface normals (camera frame)
     canonical_depth: np.ndarray  # H x W, depth for a focal length of 1000 px
     canvas: Canvas
+    fx: float
+    fy: float
 
     def point_cloud(
         self,
-        fx: float,
+        fx: float | None = None,
         fy: float | None = None,
         cx: float | None = None,
         cy: float | None = None,
@@ -160,9 +165,26 @@ class Prediction:
     ) -> PointCloud:
         """The depth back-projected to camera-frame points (x right, y down, z forward, metres).
 
-        fx / fy: the focal lengths in pixels used for `predict`; see `depth_to_point_cloud`.
+        fx / fy default to the focal lengths `predict` was given; another value is refused, since the
+        depth is metric for that camera only (`depth_to_point_cloud` takes any intrinsics as they come).
+        cx / cy default to the image centre; see `depth_to_point_cloud`.
         """
+        fx, fy = _predicted_with("fx", fx, self.fx), _predicted_with("fy", fy, self.fy)
         return depth_to_point_cloud(self.depth, fx, fy, cx, cy, stride, max_depth, image)
+
+
+def _predicted_with(name: str, given: object, used: float) -> float:
+    """`used`, the focal length the depth was predicted with; InputError if `given` is another one."""
+    if given is None:
+        return used
+    focal = check_focal(name, given)
+    if not math.isclose(focal, used, rel_tol=1e-6):  # float32 copies of `used` are the same camera
+        raise InputError(
+            f"{name}={focal:g} is not the {name}={used:g} this depth was predicted with, and the depth is "
+            f"metric for that camera only: leave {name} out, or predict again with {name}={focal:g} "
+            f"(depth_to_point_cloud(prediction.depth, {name}={focal:g}) back-projects it as it is)"
+        )
+    return used
 
 
 @dataclass(frozen=True)
@@ -209,12 +231,18 @@ def check_finite_depth(depth: torch.Tensor, source: str, fix: str) -> None:
 
 
 def to_predictions(
-    per_image: Sequence[dict[str, torch.Tensor]], canvases: Sequence[Canvas]
+    per_image: Sequence[dict[str, torch.Tensor]],
+    canvases: Sequence[Canvas],
+    focals: Sequence[tuple[float, float]],
 ) -> list[Prediction]:
-    """Host `Prediction`s of `to_image_size` results with metric "depth" added: one wait for all copies."""
+    """Host `Prediction`s of `to_image_size` results with metric "depth" added, made with `focals` (each
+    image's fx, fy from `focal_lengths`): one wait for all copies."""
     fields = ("depth", "confidence", "normal", "canonical_depth")
     host = iter(to_host([p[f] for p in per_image for f in fields]))
-    return [Prediction(**{f: next(host) for f in fields}, canvas=c) for c in canvases]
+    return [
+        Prediction(**{f: next(host) for f in fields}, canvas=c, fx=fx, fy=fy)
+        for c, (fx, fy) in zip(canvases, focals, strict=True)
+    ]
 
 
 def _is_per_image(value: object) -> bool:
@@ -231,17 +259,30 @@ def _per_image(name: str, value: object, n: int) -> list[tuple[str, object]]:
     return [(f"{name}[{i}]", v) for i, v in enumerate(value)]
 
 
-def metric_scales(
-    canvases: Sequence[Canvas], fx: float | Sequence[float], fy: float | Sequence[float]
-) -> list[float]:
-    """Per-image metres-per-canonical-unit factors; fx/fy are scalars or one per image."""
-    n = len(canvases)
+def _named_focals(n: int, fx: object, fy: object) -> list[tuple[str, object, str, object]]:
+    """(fx name, fx, fy name, fy) for each of n images; InputError when fx or fy has another count."""
     fxs, fys = _per_image("fx", fx, n), _per_image("fy", fy, n)
     if len(fxs) != n or len(fys) != n:
         raise InputError(
             f"got {len(fxs)} fx and {len(fys)} fy values for {n} images; pass one each or a scalar"
         )
+    return [(*x, *y) for x, y in zip(fxs, fys, strict=True)]
+
+
+def focal_lengths(
+    n: int, fx: float | Sequence[float], fy: float | Sequence[float]
+) -> list[tuple[float, float]]:
+    """Each of n images' checked (fx, fy) in pixels; fx/fy are scalars or one per image."""
+    named = _named_focals(n, fx, fy)
+    return [(check_focal(x_name, x), check_focal(y_name, y)) for x_name, x, y_name, y in named]
+
+
+def metric_scales(
+    canvases: Sequence[Canvas], fx: float | Sequence[float], fy: float | Sequence[float]
+) -> list[float]:
+    """Per-image metres-per-canonical-unit factors; fx/fy are scalars or one per image."""
+    named = _named_focals(len(canvases), fx, fy)
     return [
         metric_scale(canvas, x, y, names=(x_name, y_name))
-        for canvas, (x_name, x), (y_name, y) in zip(canvases, fxs, fys, strict=True)
+        for canvas, (x_name, x, y_name, y) in zip(canvases, named, strict=True)
     ]

@@ -24,6 +24,7 @@ from .batching import (
     canvases_from_arrays,
     canvases_from_tensor,
     check_finite_depth,
+    focal_lengths,
     metric_scales,
     to_metric_images,
     to_predictions,
@@ -271,7 +272,8 @@ class Metric3D:
         per_image = self.to_images(self.forward(batch.pixels), batch.canvases, scales)
         if isinstance(images, torch.Tensor):
             return DepthBatch(**{k: torch.stack([p[k] for p in per_image]) for k in per_image[0]})
-        results = to_predictions(per_image, batch.canvases)
+        focals = focal_lengths(len(batch.canvases), fx, fy)
+        results = to_predictions(per_image, batch.canvases, focals)
         return results[0] if isinstance(images, np.ndarray) else results
 
     def stream(

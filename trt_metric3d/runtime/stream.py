@@ -315,7 +315,7 @@ class _Pipeline:
     def _finish(self, frame: _Frame) -> StreamResult:
         with self.transfers.finishing(frame):
             per_image = self.runtime.to_images(frame.out, [frame.canvas], [frame.scale])
-            (prediction,) = to_predictions(per_image, [frame.canvas])
+            (prediction,) = to_predictions(per_image, [frame.canvas], [(self.fx, self.fy)])
         return StreamResult(frame.index, frame.rgb, prediction, time.perf_counter() - frame.taken)
 
     def close(self) -> None:

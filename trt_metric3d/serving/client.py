@@ -10,6 +10,7 @@ from types import ModuleType
 import numpy as np
 
 from ..errors import MissingDependency
+from ..processing import validate_image
 from .interface import FX, FY, IMAGE, MODEL_NAME, PREDICTION_FIELDS
 from .tritonserver import SERVE_EXTRA
 
@@ -35,6 +36,17 @@ def tritonclient_module(protocol: str) -> ModuleType:
         raise MissingDependency(f"tritonclient is not installed: {SERVE_EXTRA}") from e
 
 
+def request_arrays(image: np.ndarray, fx: float, fy: float | None = None) -> dict[str, np.ndarray]:
+    """The inputs of a request for one RGB image, H x W x 3 uint8 (or float in [0, 1], as predict takes
+    it), with the batch dimension Triton expects first; a batch, or an image that is no RGB image, is
+    an InputError naming the fix here rather than Triton's "batch size does not match" later."""
+    return {
+        IMAGE: validate_image(image)[None],
+        FX: np.array([[fx]], dtype=np.float32),
+        FY: np.array([[fx if fy is None else fy]], dtype=np.float32),
+    }
+
+
 class Metric3DClient:
     """>>> client = Metric3DClient("localhost:8000")            # or ("localhost:8001", "grpc")
     >>> client.predict(image, fx=1400.0).depth                 # H x W x 3 uint8 RGB -> H x W metres
@@ -49,14 +61,9 @@ class Metric3DClient:
         self.model = model
 
     def inputs(self, image: np.ndarray, fx: float, fy: float | None = None) -> list:
-        """The request's tensors for one H x W x 3 uint8 image (a batch of one)."""
-        arrays = {
-            IMAGE: image[None],
-            FX: np.array([[fx]], dtype=np.float32),
-            FY: np.array([[fx if fy is None else fy]], dtype=np.float32),
-        }
+        """The request's tensors for one image (a batch of one); see `request_arrays`."""
         tensors = []
-        for name, array in arrays.items():
+        for name, array in request_arrays(image, fx, fy).items():
             tensor = self.protocol.InferInput(name, list(array.shape), "UINT8" if name == IMAGE else "FP32")
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..checkpoint import read_state_dict
 from ..errors import InputError
 from ..runtime.metric3d import resolve_device
 from .interface import MODEL_NAME, request_inputs, response_outputs
@@ -68,8 +69,9 @@ def serve(
 
     The request format is in `interface`; see TritonServer for ports, address, log_path and
     ready_timeout_s.
-    A model that fails to load (bad checkpoint, backend not installed) stops the start with
-    BackendUnavailable quoting the server's log.
+    A checkpoint that cannot be read is refused before the server starts (CheckpointError); a model that
+    fails to load in the server (a backend not installed, a checkpoint of another backbone) stops the
+    start with BackendUnavailable quoting the model's error from the server's log.
     """
     if max_batch_size < 1:
         raise InputError(f"max_batch_size {max_batch_size}: it must be >= 1 (1: no batching)")
@@ -77,6 +79,8 @@ def serve(
         raise InputError(f"max_queue_delay_us {max_queue_delay_us}: it must be >= 0")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise InputError(f"checkpoint {checkpoint} is not a file: pass the official .pth file")
+    if checkpoint is not None:  # a damaged file is said here, not in the log of a server that died of it
+        read_state_dict(checkpoint, mmap=True)
     options = {
         "backbone": backbone,
         "backend": backend,

@@ -7,6 +7,7 @@ this environment's packages (trt_metric3d included).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import importlib.util
@@ -20,11 +21,13 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from ..errors import BackendUnavailable, InputError, MissingDependency
 
@@ -36,9 +39,27 @@ PYTHON_BACKEND_CONFIG = {"shm-default-byte-size": 4 * 2**20, "shm-growth-byte-si
 
 @dataclass(frozen=True)
 class Ports:
+    """The server's three endpoints' ports: each its own (tritonserver answers a clash with its whole
+    usage text), checked when made."""
+
     http: int = 8000
     grpc: int = 8001
     metrics: int = 8002
+
+    def __post_init__(self) -> None:
+        taken: dict[int, str] = {}
+        for protocol, port in self.endpoints():
+            option = f"--{protocol.lower()}-port"
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise InputError(f"{option} {port!r} is not a port: choose one from 1 to 65535")
+            if port in taken:
+                raise InputError(
+                    f"{taken[port]} and {option} are both {port}: give each endpoint its own port"
+                )
+            taken[port] = option
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        return [("HTTP", self.http), ("gRPC", self.grpc), ("metrics", self.metrics)]
 
 
 def free_ports(address: str = "127.0.0.1") -> Ports:
@@ -54,7 +75,7 @@ def free_ports(address: str = "127.0.0.1") -> Ports:
 
 
 def _check_free(address: str, ports: Ports) -> None:
-    for protocol, port in (("HTTP", ports.http), ("gRPC", ports.grpc), ("metrics", ports.metrics)):
+    for protocol, port in ports.endpoints():
         with socket.socket() as s:
             # as the server binds: connections of a server that just stopped (TIME_WAIT) do not count
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -65,6 +86,38 @@ def _check_free(address: str, ports: Ports) -> None:
                     f"the {protocol} port {port} on {address} cannot be used ({e.strerror}): another server "
                     f"holds it; choose a free port (--{protocol.lower()}-port)"
                 ) from e
+
+
+# tritonserver's line when a model's initialize failed: "failed to load 'metric3d' version 1: Internal:
+# CheckpointError: ...\n\nAt:\n  <the stub's stack>": Triton's status, then the model's own error up to
+# the first newline (written as backslash-n)
+_MODEL_FAILED = re.compile(
+    r"failed to load '([^']+)' version \d+: (?:[A-Z][a-z]+(?: [a-z]+)*: )?(.*?)(?:\\n|\"?$)"
+)
+
+
+def exit_reason(status: int, log_lines: list[str]) -> str:
+    """Why tritonserver ended, in one line: its signal or exit status, and the model's own error or the
+    server's last error from its log (a signal leaves no line there)."""
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        how = f"killed by {name}"
+        if -status == signal.SIGKILL:
+            how += " (sent by another process, or the kernel's out-of-memory killer)"
+    else:
+        how = f"exit status {status}"
+    for line in reversed(log_lines):
+        failed = _MODEL_FAILED.search(line)
+        if failed:
+            reason = failed[2].replace('\\"', '"').strip()  # glog writes quotes in its quoted lines as \"
+            return f"{how}; model '{failed[1]}' could not load: {reason}"
+    errors = [line[len("error: ") :] for line in log_lines if line.startswith("error: ")]
+    if errors:
+        return f"{how}: {errors[-1].strip()}"
+    return f"{how}; its log names no reason"
 
 
 def pytriton_dir() -> Path:
@@ -121,6 +174,31 @@ def _die_with_parent_hook():
     return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+class _LogTail:
+    """tritonserver's output passed on to this process's stderr as it comes, its last lines kept for the
+    reason it ended."""
+
+    def __init__(self, stream: IO[bytes], keep: int = 200) -> None:
+        self._lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self._thread = threading.Thread(target=self._pass_on, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pass_on(self, stream: IO[bytes]) -> None:
+        with stream:
+            for raw in stream:
+                line = raw.decode(errors="replace")
+                self._lines.append(line.rstrip("\n"))
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+    def finish(self, timeout_s: float = 5.0) -> None:
+        """Wait for the last lines (the model's stub processes may hold the pipe a little longer)."""
+        self._thread.join(timeout_s)
+
+    def lines(self) -> list[str]:
+        return list(self._lines)
+
+
 class TritonServer:
     """PyTriton's tritonserver on `repository` (every model in it loaded at start).
 
@@ -129,7 +207,7 @@ class TritonServer:
 
     ports: the HTTP, gRPC and metrics ports (default 8000, 8001, 8002).
     address: where the endpoints listen ("0.0.0.0": every interface).
-    log_path: the server's log (its stdout and stderr) goes there; None: to this process's.
+    log_path: the server's log (its stdout and stderr) goes there; None: on to this process's stderr.
     ready_timeout_s: how long its models may take to load (None: as long as the server runs).
     """
 
@@ -149,6 +227,7 @@ class TritonServer:
         self.ready_timeout_s = ready_timeout_s
         self.exit_timeout_s = exit_timeout_s
         self.process: subprocess.Popen | None = None
+        self._log_tail: _LogTail | None = None
         self._workdir: tempfile.TemporaryDirectory | None = None
 
     def url(self, protocol: str = "http") -> str:
@@ -190,37 +269,48 @@ class TritonServer:
             self.process = subprocess.Popen(
                 command,
                 env=server_environment(pytriton),
-                stdout=log,
-                stderr=subprocess.STDOUT if log is not None else None,
+                stdout=log if log is not None else subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches us only; stop() shuts the server down in order
                 preexec_fn=_die_with_parent_hook(),
             )
+        if log is None:
+            self._log_tail = _LogTail(self.process.stdout)
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + (self.ready_timeout_s if self.ready_timeout_s is not None else math.inf)
         ready = f"http://{self.url('http')}/v2/health/ready"
         while time.monotonic() < deadline:
-            status = self.process.poll()
-            if status is not None:
+            if self.process.poll() is not None:
                 raise BackendUnavailable(
-                    f"tritonserver exited (status {status}) before its models were ready: {self._log_hint()}"
+                    f"tritonserver ended before its models were ready: {self.exit_reason()}"
                 )
             try:
                 with urllib.request.urlopen(ready, timeout=2):
                     return
             except (urllib.error.URLError, OSError):  # not listening yet, or models still loading (400)
                 time.sleep(0.25)
+        last_error = next((line for line in reversed(self.log_lines()) if re.match(r"E\d{4} ", line)), None)
         raise BackendUnavailable(
-            f"tritonserver's models were not ready after {self.ready_timeout_s:.0f} s: {self._log_hint()}"
+            f"tritonserver's models were not ready after {self.ready_timeout_s:.0f} s"
+            + (f"; its last error line: {last_error}" if last_error else "")
         )
 
-    def _log_hint(self) -> str:
-        if self.log_path is None:
-            return "the reason is in its log above"
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        errors = [line for line in lines if re.match(r"E\d{4} |error: ", line)]  # glog's error lines
-        return f"{self.log_path} says:\n" + "\n".join(errors[-10:] or lines[-25:])
+    def log_lines(self) -> list[str]:
+        """The server's log so far (its last lines when it goes to this process's output)."""
+        if self.log_path is not None:
+            return self.log_path.read_text(errors="replace").splitlines()
+        if self._log_tail is not None:
+            return self._log_tail.lines()
+        return []
+
+    def exit_reason(self) -> str:
+        """Why the server ended (see `exit_reason`), once it has."""
+        status = self.process.wait() if self.process is not None else 0
+        if self._log_tail is not None:
+            self._log_tail.finish()
+        return exit_reason(status, self.log_lines())
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
