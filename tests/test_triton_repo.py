@@ -20,6 +20,7 @@ from trt_metric3d.engine.builder import ShapeProfile
 from trt_metric3d.engine.cache import EngineCache, EngineSpec
 from trt_metric3d.errors import InputError, WorkspaceError
 from trt_metric3d.export import INPUT_NAME, OUTPUT_NAMES
+from trt_metric3d.output_files import OVERWRITE_FIX
 from trt_metric3d.runtime.torch_backend import TorchBackend
 from trt_metric3d.serving import ensemble_steps, write_repository
 from trt_metric3d.serving.client import Metric3DClient
@@ -185,7 +186,7 @@ def test_an_out_folder_that_cannot_be_made_is_refused_before_anything(tmp_path):
     assert result.exit_code == 1
     assert result.output == (
         f"Error: cannot write to the folder {tmp_path / 'file' / 'repo'} ({tmp_path / 'file'} is not a "
-        "folder): choose another folder for the repository\n"
+        f"folder): {OVERWRITE_FIX}\n"
     )
 
 

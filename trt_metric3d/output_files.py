@@ -202,6 +202,23 @@ def writable_folder(path: str | os.PathLike, fix: str) -> Path:
     return path
 
 
+def folder_can_be_made(path: str | os.PathLike, fix: str) -> Path:
+    """`path` checked as `writable_folder` checks it, creating nothing (for a check long before the first
+    file is written): a folder this process can write to, or a missing one whose nearest existing
+    parent is. WorkspaceError naming the folder, the reason and `fix` otherwise."""
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        reason = f"{existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"{existing} is not writable"
+    else:
+        return path
+    raise WorkspaceError(f"cannot write to the folder {path} ({reason}): {fix}")
+
+
 def _entries(folder: Path) -> list[str]:
     try:
         return sorted(os.listdir(folder))
@@ -215,12 +232,12 @@ def check_output_folder(path: str | os.PathLike, overwrite: bool, fix: str) -> P
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise WorkspaceError(f"{path} is a file, not a folder: {fix}")
+    folder_can_be_made(path, fix)  # a missing folder is not made yet: a refusal later leaves nothing behind
     entries = _entries(path)
     if entries and not overwrite:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         count = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
         raise WorkspaceError(f"{path} is not empty ({count}: {shown}): {fix}")
-    writable_folder(Path(os.path.realpath(path)).parent, fix)
     return path
 
 
@@ -231,6 +248,7 @@ class OutputFolder:
     def __init__(self, path: str | os.PathLike, overwrite: bool = False, fix: str = "") -> None:
         self.final = check_output_folder(path, overwrite, fix or OVERWRITE_FIX)
         self._target = Path(os.path.realpath(self.final))
+        writable_folder(self._target.parent, fix or OVERWRITE_FIX)
         remove_dead_partials(self._target.parent)
         self.path = self._target.with_name(_own_name(self._target.name, "partial"))
         self.path.mkdir()
