@@ -226,3 +226,11 @@ def test_without_ray_every_entry_point_asks_for_the_extra(photos, tmp_path, monk
 def test_importing_the_package_does_not_import_ray():
     code = "import sys, trt_metric3d, trt_metric3d.ray; sys.exit('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_new_cluster_starts_without_rays_warnings():
+    """Ray warns at every start that token authentication is on: noise to a user, shown with --verbose."""
+    code = "from trt_metric3d.ray import ray_cluster\nwith ray_cluster(): pass\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr and "Token authentication" not in result.stderr, result.stderr

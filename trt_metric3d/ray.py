@@ -411,15 +411,17 @@ def run_depth_job(
 
 
 @contextlib.contextmanager
-def ray_cluster(address: str | None = None) -> Iterator[None]:
+def ray_cluster(address: str | None = None, verbose: bool = False) -> Iterator[None]:
     """Ray for the block: connected to `address` ("auto": the cluster started on this machine with
     `ray start`; "ray://host:10001": a remote one), else a new local cluster, shut down after. A Ray
-    already initialised (a notebook, a test) is used as it is and left running."""
+    already initialised (a notebook, a test) is used as it is and left running. Ray's own warnings
+    (e.g. that token authentication is on, at every start) show only when `verbose`; its errors always."""
     ray = import_ray()
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    level = logging.WARNING if verbose else logging.ERROR
+    ray.init(address=address, include_dashboard=False, logging_level=level)
     try:
         yield
     finally:

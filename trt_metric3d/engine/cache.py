@@ -20,21 +20,11 @@ from pathlib import Path
 from filelock import FileLock
 
 from ..io import atomic_write_bytes, writable_folder
+from ..workspace import ENGINE_DIR_ENV, workspace_dir
 
 log = logging.getLogger("trt_metric3d")
 
-ENGINE_DIR_ENV = "METRIC3D_ENGINE_DIR"
 ENGINE_DIR_FIX = f"choose another with --engines or {ENGINE_DIR_ENV}"
-
-
-def workspace_dir(env: str, name: str) -> Path:
-    """$env, else the `name/` workspace of a source checkout, else ~/.cache/trt-metric3d/<name>."""
-    if os.environ.get(env):
-        return Path(os.environ[env])
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").is_file() and (checkout / name).is_dir():
-        return checkout / name
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trt-metric3d" / name
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 2**24) -> str:

@@ -18,9 +18,11 @@ from filelock import FileLock
 
 from .. import export
 from ..checkpoint import load_model, resolve_checkpoint
+from ..choices import ENGINE_PRECISIONS
 from ..errors import BackendUnavailable, InputError
 from ..export import quantize, staging
 from ..io import writable_folder
+from ..workspace import EXPORT_DIR_ENV, workspace_dir
 from .builder import (
     BuildProgress,
     ShapeProfile,
@@ -30,13 +32,11 @@ from .builder import (
     import_tensorrt,
     print_progress,
 )
-from .cache import EngineCache, EngineSpec, file_sha256, remove_stale_temps, workspace_dir
+from .cache import EngineCache, EngineSpec, file_sha256, remove_stale_temps
 
 log = logging.getLogger("trt_metric3d")
 
-EXPORT_DIR_ENV = "METRIC3D_EXPORT_DIR"
 EXPORT_DIR_FIX = f"choose another with --out (export), --export-dir (build) or {EXPORT_DIR_ENV}"
-ENGINE_PRECISIONS = ("fp16", *quantize.PRECISIONS)
 EXPORT_MODULES = ("onnx", "onnxscript")  # torch's ONNX exporter and our FP16 conversion
 
 

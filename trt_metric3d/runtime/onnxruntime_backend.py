@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.cache import ENGINE_DIR_ENV, workspace_dir
 from ..errors import BackendUnavailable
 from ..export import INPUT_NAME, OUTPUT_NAMES, import_onnx_extra
 from ..model import Metric3DOutput
+from ..workspace import ENGINE_DIR_ENV, workspace_dir
 from .batching import output_buffers
 
 
