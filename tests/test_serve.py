@@ -2,6 +2,7 @@
 ports: concurrent HTTP and gRPC requests of two image sizes batched into one predict and equal to it,
 bad requests refused on their own (by Triton, or by us naming the fix), and a clean stop on SIGTERM."""
 
+import re
 import signal
 import socket
 import subprocess
@@ -190,6 +191,8 @@ def test_cli_serves_until_sigterm_then_frees_ports_and_leaves_no_process(small_c
             if line.startswith("serving Metric3D"):
                 break
         assert cli.poll() is None, "".join(output)[-3000:]
+        # Triton's start-up log (glog lines: I1201 12:00:00 ...) is not printed without --verbose
+        assert not [line for line in output if re.match(r"[IWE]\d{4} ", line)], "".join(output)[-3000:]
         server_processes = descendants(cli.pid)  # tritonserver and its Python stub
         assert len(server_processes) >= 2
         cli.send_signal(signal.SIGTERM)

@@ -215,9 +215,9 @@ def infer(
     Writes, per image: <name>_depth.npy (float32 metres), <name>_depth.png (uint16 millimetres),
     <name>_depth_preview.png (colour), <name>_normal.png (surface normals as RGB) and, with --ply,
     <name>.ply (binary PLY: x right, y down, z forward, metres, with colours; every --ply-stride-th
-    pixel of each row and column). <name> is the
-    file's stem; where two inputs share it, the extension and then folder names are added. An image
-    that fails is reported and the others go on; the exit status is then 1.
+    pixel of each row and column). <name> is the file's stem; where two inputs share it, the
+    extension and then folder names are added. An image that fails is reported and the others go on;
+    the exit status is then 1.
     """
     from .io import find_images, read_image, writable_folder
     from .logs import percent
@@ -363,8 +363,9 @@ def ray_job(
         files = ", ".join(f.name for f in result.files)
         click.echo(f"{step} {result.path} -> {files}  fx={result.fx:.1f}, fy={result.fy:.1f} ({source})")
 
-    with ray_cluster(address, verbose=ctx.meta["verbose"]):
-        if not ctx.meta["verbose"]:  # the per-image lines instead of Ray Data's progress log
+    verbose = ctx.meta.get("verbose", False)
+    with ray_cluster(address, verbose=verbose):
+        if not verbose:  # the per-image lines instead of Ray Data's progress log
             logging.getLogger("ray.data").setLevel(logging.WARNING)
         summary = run_depth_job(
             images,
@@ -852,13 +853,19 @@ def serve(
     from .serving.tritonserver import Ports
 
     ports = Ports(http_port, grpc_port, metrics_port)
+    verbose = ctx.meta.get("verbose", False)
     # no time limit on loading: a first start may export ONNX or build an engine (Ctrl-C stops it)
     options = {
         "max_batch_size": max_batch_size,
         "max_queue_delay_us": max_queue_delay_us,
         "ready_timeout_s": None,
-        "verbose": ctx.meta["verbose"],  # Triton's own log (some 50 lines at start), else a temp file
+        "verbose": verbose,  # Triton's own log (some 50 lines at start), else a temp file
     }
+    if not verbose:
+        click.echo(
+            f"starting tritonserver with Metric3D {backbone} (a first start may export ONNX or build an "
+            "engine; --verbose shows Triton's log)"
+        )
     with (
         server.stop_signals(),
         server.serve(
@@ -871,7 +878,8 @@ def serve(
         )
         stopped = server.wait_for_stop(running)
     if not stopped:
-        raise click.ClickException("tritonserver ended by itself; its log above says why")
+        where = "its log above says why" if verbose else "trt-metric3d --verbose serve ... shows its log"
+        raise click.ClickException(f"tritonserver ended by itself; {where}")
     click.echo("tritonserver stopped")
 
 
