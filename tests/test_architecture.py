@@ -13,7 +13,7 @@ PACKAGE = REPO_ROOT / "trt_metric3d"
 
 # Bottom to top. A module may import from its own layer and the ones below, never from above.
 LAYERS = [
-    ["errors", "logs"],
+    ["errors", "logs", "choices", "lazy"],
     ["io", "output_files", "workspace"],
     ["model"],
     ["processing", "visualize", "pointcloud"],

@@ -28,6 +28,7 @@ def test_infer_writes_every_output(infer_run):
     assert "wrote 1 of 1 result set(s)" in result.output
     line = f"[1/1] {out.parent / 'cup.png'} -> {out / 'cup'}_*  fx=140.0, fy=140.0 (--fx/--fy)"
     assert line in result.output
+    assert result.output.count("vit-small") == 1, result.output  # the model is announced once
     depth = np.load(out / "cup_depth.npy")
     assert depth.shape == (100, 150) and depth.dtype == np.float32 and (depth > 0).all()
     millimetres = cv2.imread(str(out / "cup_depth.png"), cv2.IMREAD_UNCHANGED)
@@ -160,7 +161,7 @@ def test_infer_writes_a_point_cloud_with_ply(small_checkpoint, tmp_path):
     image = cv2.resize(cv2.imread(str(reference_dir() / "coffee.png")), (45, 30))
     cv2.imwrite(str(tmp_path / "cup.png"), image)
     out = tmp_path / "out"
-    args = ["infer", str(tmp_path / "cup.png"), "--fx", "40", "--ply", "--out", str(out)]
+    args = ["infer", str(tmp_path / "cup.png"), "--fx", "40", "--ply", "--ply-stride", "1", "--out", str(out)]
     result = CliRunner().invoke(main, [*args, "--checkpoint", str(small_checkpoint)])
     assert result.exit_code == 0, result.output
     vertices = plyfile.PlyData.read(str(out / "cup.ply"))["vertex"]

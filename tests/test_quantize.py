@@ -2,6 +2,7 @@
 
 import shutil
 import sys
+from functools import partial
 
 import cv2
 import numpy as np
@@ -196,3 +197,51 @@ def test_cli_and_nodes_offer_int8_and_fp8():
         assert "int8" in help_text and "fp8" in help_text, command
     assert {"int8", "fp8"} <= set(nodes.runtime_inputs()["precision"][0])
     assert nodes.resolve_precision(torch.device("cpu"), "int8") == "int8"
+
+
+def _tiny_graph(path) -> None:
+    """A Conv and a MatMul on a 1 x 3 x 16 x 16 "image": calibrates in a second."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.random((8, 3, 3, 3), np.float32), "w"),
+        numpy_helper.from_array(rng.random((16, 16), np.float32), "m"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("MatMul", ["c", "m"], ["depth"], name="matmul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("depth", TensorProto.FLOAT, [1, 8, 16, 16])],
+        weights,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+
+
+@pytest.mark.parametrize("level", ["INFO", "VERBOSE"])
+def test_calibration_says_its_progress_and_hides_the_tools_bars_unless_verbose(tmp_path, capsys, level):
+    import logging
+    import re
+
+    from trt_metric3d.logs import LOGGER, VERBOSE, show_logs
+
+    _tiny_graph(tmp_path / "tiny.onnx")
+    rng = np.random.default_rng(1)
+    inputs = [{"image": rng.random((1, 3, 16, 16), np.float32)} for _ in range(8)]
+    show_logs(logging.INFO if level == "INFO" else VERBOSE)
+    try:
+        quantize.quantize_onnx(tmp_path / "tiny.onnx", tmp_path / "q.onnx", "int8", inputs, re.compile(".*"))
+    finally:
+        logging.getLogger(LOGGER).setLevel(logging.NOTSET)
+    out, err = capsys.readouterr()
+    assert (tmp_path / "q.onnx").is_file()
+    assert "calibration: 4 of 8 canvases" in err and "calibration: 8 of 8 canvases" in err
+    tools = "Collecting tensor data" in out or "it/s]" in err  # ONNX Runtime's prints, modelopt's bars
+    assert tools == (level == "VERBOSE"), out + err
+    for module in (sys.modules[name] for name in quantize.CHATTY_MODULES):  # quiet for the calibration only
+        assert "print" not in vars(module) and not isinstance(getattr(module, "tqdm", None), partial)

@@ -308,3 +308,11 @@ def test_a_parquet_job_that_fails_leaves_the_earlier_dataset(photos, tmp_path, s
         )
     assert {p.read_bytes() for p in (tmp_path / "out").iterdir()} == {b"an earlier run's rows"}
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_new_cluster_starts_without_rays_warnings():
+    """Ray warns at every start that token authentication is on: noise to a user, shown with --verbose."""
+    code = "from trt_metric3d.raycluster import ray_cluster\nwith ray_cluster(): pass\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr and "Token authentication" not in result.stderr, result.stderr

@@ -3,6 +3,7 @@ ports: concurrent HTTP and gRPC requests of two image sizes batched into one pre
 bad requests refused on their own (by Triton, or by us naming the fix), and a clean stop on SIGTERM."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -210,6 +211,8 @@ def test_cli_serves_until_sigterm_then_frees_ports_and_leaves_no_process(small_c
     pytest.importorskip("pytriton", reason="the serve extra is not installed")
     cli, output, ports = serving_cli(small_checkpoint)
     try:
+        # Triton's start-up log (glog lines: I1201 12:00:00 ...) is not printed without --verbose
+        assert not [line for line in output if re.match(r"[IWE]\d{4} ", line)], "".join(output)[-3000:]
         server_processes = descendants(cli.pid)  # tritonserver and its Python stub
         assert len(server_processes) >= 2
         cli.send_signal(signal.SIGTERM)

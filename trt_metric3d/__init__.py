@@ -1,29 +1,29 @@
-"""trt-metric3d: Metric3D v2 metric depth and surface normals, faithful and fast."""
+"""trt-metric3d: Metric3D v2 metric depth and surface normals, faithful and fast.
 
-from .annotator import controlnet_maps
-from .checkpoint import CheckpointError, CheckpointNotFoundError, load_model
-from .errors import BackendUnavailable, InputError, Metric3DError, MissingDependency, WorkspaceError
-from .model import BACKBONES, Metric3DOutput, build_model
-from .processing import Canvas, preprocess, to_metric_depth
-from .runtime import DepthBatch, Metric3D, Prediction
+The names below load on first use, so that the command line starts without torch.
+"""
 
-__all__ = [
-    "BACKBONES",
-    "BackendUnavailable",
-    "Canvas",
-    "CheckpointError",
-    "CheckpointNotFoundError",
-    "DepthBatch",
-    "InputError",
-    "Metric3D",
-    "Metric3DError",
-    "Metric3DOutput",
-    "MissingDependency",
-    "Prediction",
-    "WorkspaceError",
-    "build_model",
-    "controlnet_maps",
-    "load_model",
-    "preprocess",
-    "to_metric_depth",
-]
+from .lazy import lazy_attributes
+
+_SOURCES = {
+    "controlnet_maps": ".annotator",
+    "CheckpointError": ".checkpoint",
+    "CheckpointNotFoundError": ".checkpoint",
+    "load_model": ".checkpoint",
+    "BackendUnavailable": ".errors",
+    "InputError": ".errors",
+    "Metric3DError": ".errors",
+    "MissingDependency": ".errors",
+    "WorkspaceError": ".errors",
+    "BACKBONES": ".model",
+    "Metric3DOutput": ".model",
+    "build_model": ".model",
+    "Canvas": ".processing",
+    "preprocess": ".processing",
+    "to_metric_depth": ".processing",
+    "DepthBatch": ".runtime",
+    "Metric3D": ".runtime",
+    "Prediction": ".runtime",
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _SOURCES)
+__all__ = sorted(_SOURCES)

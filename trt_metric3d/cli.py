@@ -1,24 +1,36 @@
-"""The `trt-metric3d` command line."""
+"""The `trt-metric3d` command line.
+
+Its start-up (and every --help) imports only click and the package's light modules: torch, OpenCV,
+numpy and the optional extras load inside the command that needs them.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import numpy as np
 
-from .engine.pipeline import ENGINE_PRECISIONS
+from .choices import BACKENDS, ENGINE_PRECISIONS, PRECISIONS
 from .errors import InputError, Metric3DError
-from .export.quantize import default_calibration_dir
 from .model import BACKBONES
-from .processing import MAX_PIXELS, MAX_SIDE
-from .runtime.metric3d import BACKENDS, PRECISIONS
 from .serving.model_config import DEFAULT_QUEUE_DELAY_US
-from .workspace import CALIBRATION_DIR_ENV, ENGINE_DIR_ENV, EXPORT_DIR_ENV, workspace_dir
+from .workspace import (
+    CALIBRATION_DIR_ENV,
+    ENGINE_DIR_ENV,
+    EXPORT_DIR_ENV,
+    default_calibration_dir,
+    workspace_dir,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEBUG_ENV = "TRT_METRIC3D_DEBUG"
+VERBOSE_ENV = "TRT_METRIC3D_VERBOSE"
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
 
 
 def _focal_lengths(
@@ -36,7 +48,8 @@ def _focal_lengths(
 
 
 class _FriendlyErrors(click.Group):
-    """The package's errors (bad input, missing files or extras, unwritable folders) end in one line.
+    """The package's errors (bad input, missing files or extras, unwritable folders) end in one line,
+    and so does Ctrl-C, with the shell's status for it (130) in every command.
 
     --debug or TRT_METRIC3D_DEBUG=1 shows the traceback instead.
     """
@@ -48,22 +61,38 @@ class _FriendlyErrors(click.Group):
             if ctx.meta.get("debug"):
                 raise
             raise click.ClickException(str(e)) from e
+        except KeyboardInterrupt:
+            if ctx.meta.get("debug"):
+                import traceback
+
+                traceback.print_exc()
+            click.echo("interrupted (Ctrl-C)", err=True)
+            ctx.exit(INTERRUPTED)
 
 
 @click.group(cls=_FriendlyErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    envvar=VERBOSE_ENV,
+    help="Also show the tools' own output: Triton's log, Ray's warnings, Model Optimizer's progress "
+    f"(or set {VERBOSE_ENV}=1).",
+)
+@click.option(
     "--debug",
     is_flag=True,
     envvar=DEBUG_ENV,
-    help=f"Show tracebacks and debug log lines (or set {DEBUG_ENV}=1).",
+    help=f"Show tracebacks and debug log lines, and what --verbose shows (or set {DEBUG_ENV}=1).",
 )
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, verbose: bool, debug: bool) -> None:
     """Metric3D v2 metric depth and surface normals: PyTorch, ONNX and TensorRT."""
-    from .logs import show_logs
+    from .logs import VERBOSE, show_logs
 
     ctx.meta["debug"] = debug
-    show_logs(logging.DEBUG if debug else logging.INFO)
+    ctx.meta["verbose"] = verbose or debug
+    show_logs(logging.DEBUG if debug else VERBOSE if verbose else logging.INFO)
 
 
 def _focal_option(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -76,9 +105,74 @@ def _focal_option(ctx: click.Context, param: click.Parameter, value: float | Non
         raise click.BadParameter(str(e)) from None
 
 
+# The options of every command that runs or builds the model, each declared once here so that it
+# means the same everywhere: model_options (which model), runtime_options (which model, run how).
+_BACKBONE_OPTION = click.option(
+    "--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True
+)
+_CHECKPOINT_OPTION = click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Official .pth file [default: $METRIC3D_CHECKPOINT_DIR, then Hugging Face].",
+)
+_PRECISION_OPTION = click.option(
+    "--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp16 on CUDA, else fp32]"
+)
+_DEVICE_OPTION = click.option(
+    "--device",
+    default=None,
+    help="torch device: cpu, cuda, cuda:1 [default: cuda where there is a GPU, else cpu].",
+)
+# The engine a command builds (build, triton-repo)
+_ENGINE_PRECISION_OPTION = click.option(
+    "--precision",
+    type=click.Choice(ENGINE_PRECISIONS),
+    default="fp16",
+    show_default=True,
+    help="int8 / fp8: the ViT encoder calibrated and quantized, the rest FP16.",
+)
+_PLY_STRIDE_OPTION = click.option(
+    "--ply-stride",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="Every Nth pixel of each row and column in the point cloud.",
+)
+
+
+def _apply(command, options):
+    """`command` with `options` (click decorators), listed in --help in their order."""
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def model_options(command):
+    """--backbone and --checkpoint: which Metric3D (export, build, triton-repo)."""
+    return _apply(command, (_BACKBONE_OPTION, _CHECKPOINT_OPTION))
+
+
+def runtime_options(default_backend: str = "auto", several_backends: bool = False):
+    """--backbone, --backend, --precision, --device and --checkpoint: which Metric3D, run how (infer,
+    video, ray, serve, check, bench). several_backends: --backend may be repeated (bench compares
+    them; the function gets `backends`)."""
+    backend = click.option(
+        "--backend",
+        "backends" if several_backends else "backend",
+        type=click.Choice(BACKENDS),
+        multiple=several_backends,
+        default=(default_backend,) if several_backends else default_backend,
+        show_default=True,
+        help="Repeat to compare backends; each is measured in its own process." if several_backends else None,
+    )
+    options = (_BACKBONE_OPTION, backend, _PRECISION_OPTION, _DEVICE_OPTION, _CHECKPOINT_OPTION)
+    return lambda command: _apply(command, options)
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
+@runtime_options()
 @click.option(
     "--fx",
     type=float,
@@ -94,13 +188,6 @@ def _focal_option(ctx: click.Context, param: click.Parameter, value: float | Non
     help="Vertical focal length in pixels [default: fx].",
 )
 @click.option(
-    "--checkpoint",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="Official .pth file [default: METRIC3D_CHECKPOINT_DIR, then Hugging Face].",
-)
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda or cuda:1.")
-@click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -108,25 +195,31 @@ def _focal_option(ctx: click.Context, param: click.Parameter, value: float | Non
     show_default=True,
 )
 @click.option("--ply", is_flag=True, help="Also write <name>.ply, the coloured point cloud in metres.")
+@_PLY_STRIDE_OPTION
 def infer(
     paths: tuple[Path, ...],
     backbone: str,
+    backend: str,
+    precision: str | None,
+    device: str | None,
+    checkpoint: str | None,
     fx: float | None,
     fy: float | None,
-    checkpoint: str | None,
-    device: str,
     out_dir: Path,
     ply: bool,
+    ply_stride: int,
 ) -> None:
     """Metric depth for images or folders of images.
 
     Writes, per image: <name>_depth.npy (float32 metres), <name>_depth.png (uint16 millimetres),
     <name>_depth_preview.png (colour), <name>_normal.png (surface normals as RGB) and, with --ply,
-    <name>.ply (binary PLY: x right, y down, z forward, metres, with colours). <name> is the
-    file's stem; where two inputs share it, the extension and then folder names are added. An image
-    that fails is reported and the others go on; the exit status is then 1.
+    <name>.ply (binary PLY: x right, y down, z forward, metres, with colours; every --ply-stride-th
+    pixel of each row and column). <name> is the file's stem; where two inputs share it, the
+    extension and then folder names are added. An image that fails is reported and the others go on;
+    the exit status is then 1.
     """
     from .io import find_images, read_image, writable_folder
+    from .logs import percent
     from .output_files import refuse_inputs_as_outputs
     from .results import MAX_DEPTH_MM, result_files, result_names, write_result_set
     from .runtime import Metric3D
@@ -142,10 +235,8 @@ def infer(
     refuse_inputs_as_outputs(results, [*images, checkpoint])
     writable_folder(out_dir, "choose another folder with --out")  # before the model loads
     failures: list[str] = []
-    with Metric3D(backbone, backend="torch", device=device, checkpoint=checkpoint) as runtime:
-        click.echo(
-            f"{backbone} ({runtime.backend}, {runtime.precision}, {runtime.device}): {len(images)} image(s)"
-        )
+    click.echo(f"{len(images)} image(s) -> {out_dir}")  # the model's own line says which model
+    with Metric3D(backbone, backend, precision, device, checkpoint) as runtime:
         for number, (path, name) in enumerate(zip(images, names, strict=True), start=1):
             step = f"[{number}/{len(images)}] {path}"
             start = time.perf_counter()
@@ -153,7 +244,7 @@ def infer(
                 image = read_image(path)
                 focal_x, focal_y, source = _focal_lengths(path, image, fx, fy)
                 prediction = runtime.predict(image, focal_x, focal_y)
-                cloud = prediction.point_cloud(image=image) if ply else None
+                cloud = prediction.point_cloud(stride=ply_stride, image=image) if ply else None
                 written = write_result_set(out_dir, name, prediction, cloud)
             except (Metric3DError, OSError) as e:
                 failures.append(str(e) if str(path) in str(e) else f"{path}: {e}")
@@ -164,9 +255,9 @@ def infer(
                 f"{time.perf_counter() - start:.1f} s"
             )
             if written.clipped_pixels:
-                share = 100 * written.clipped_pixels / image.shape[0] / image.shape[1]
+                share = percent(written.clipped_pixels / image.shape[0] / image.shape[1])
                 click.echo(
-                    f"  note: {written.clipped_pixels} pixel(s) ({share:.2g} %) lie beyond "
+                    f"  note: {written.clipped_pixels} pixel(s) ({share}) lie beyond "
                     f"{MAX_DEPTH_MM / 1000:.3f} m and are clipped to {MAX_DEPTH_MM} in {name}_depth.png; "
                     f"{name}_depth.npy keeps their depth",
                     err=True,
@@ -218,11 +309,7 @@ def infer(
     help="Horizontal focal length in pixels [default: from EXIF, 35 mm equivalent].",
 )
 @click.option("--fy", type=float, default=None, callback=_focal_option, help="[default: fx]")
-@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp16 on CUDA]")
-@click.option("--device", default=None, help="cpu or cuda [default: cuda if the cluster has GPUs].")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@runtime_options()
 @click.option(
     "--address",
     default=None,
@@ -293,7 +380,7 @@ def ray_job(
         click.echo(f"{step} {result.path} -> {files}  fx={result.fx:.1f}, fy={result.fy:.1f} ({source})")
 
     debug = bool(ctx.meta.get("debug"))
-    with ray_cluster(address, worker_logs=debug):
+    with ray_cluster(address, worker_logs=debug, verbose=bool(ctx.meta.get("verbose"))):
         if not debug:  # the per-image lines instead of Ray Data's log; its errors end in our last line
             logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         summary = run_depth_job(
@@ -345,7 +432,7 @@ def ray_job(
 @click.option(
     "--ply", "ply_dir", type=click.Path(file_okay=False, path_type=Path), help="A point cloud per frame."
 )
-@click.option("--ply-stride", type=click.IntRange(1), default=4, show_default=True, help="Every Nth pixel.")
+@_PLY_STRIDE_OPTION
 @click.option("--overwrite", is_flag=True, help="Replace non-empty --frames / --ply folders whole.")
 @click.option(
     "--latest/--every-frame",
@@ -353,11 +440,7 @@ def ray_job(
     help="Drop frames that arrive while the model is busy [default: on for a camera, off for a file].",
 )
 @click.option("--max-frames", type=click.IntRange(1), default=None)
-@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp16 on CUDA]")
-@click.option("--device", default=None, help="torch device [default: cuda if available].")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@runtime_options()
 @click.pass_context
 def video(
     ctx: click.Context,
@@ -389,6 +472,8 @@ def video(
     """
     import contextlib
     import itertools
+
+    import numpy as np
 
     from . import io
     from .output_files import FolderOfFiles, refuse_inputs_as_outputs
@@ -467,6 +552,8 @@ def _folder_fix(option: str) -> str:
 
 
 def _parse_size(value: str) -> tuple[int, int]:
+    from .processing import MAX_PIXELS, MAX_SIDE
+
     try:
         height, width = (int(v) for v in value.lower().split("x"))
     except ValueError:
@@ -481,28 +568,11 @@ def _parse_size(value: str) -> tuple[int, int]:
 
 
 @main.command()
-@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
-@click.option(
-    "--backend",
-    "backends",
-    type=click.Choice(BACKENDS),
-    multiple=True,
-    default=("auto",),
-    show_default=True,
-    help="Repeat to compare backends; each is measured in its own process.",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    default=None,
-    help="[default: fp16 on CUDA, else fp32]",
-)
+@runtime_options(several_backends=True)
 @click.option("--size", default="616x1064", show_default=True, help="Input image HxW.")
 @click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--runs", type=click.IntRange(1), default=10, show_default=True)
-@click.option("--device", default=None, help="torch device [default: cuda if available].")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the PyTorch backend.")
 @click.option("--cuda-graph", is_flag=True, help="Replay CUDA graphs in the TensorRT backend.")
 @click.option(
@@ -638,8 +708,7 @@ _CALIBRATION_OPTION = click.option(
 
 
 @main.command()
-@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@model_options
 @click.option("--out", "export_dir", type=click.Path(file_okay=False), default=None, help=_EXPORT_HELP)
 @click.option(
     "--precision",
@@ -666,8 +735,7 @@ def export(
 
 
 @main.command()
-@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@model_options
 @_profile_options
 @click.option(
     "--flavour",
@@ -685,13 +753,7 @@ def export(
 @click.option("--compute-capability", default=None, help="TensorRT-RTX ahead-of-time target, e.g. SM86.")
 @click.option("--engines", "engine_dir", type=click.Path(file_okay=False), default=None, help=_ENGINES_HELP)
 @click.option("--export-dir", type=click.Path(file_okay=False), default=None, help=_EXPORT_HELP)
-@click.option(
-    "--precision",
-    type=click.Choice(ENGINE_PRECISIONS),
-    default="fp16",
-    show_default=True,
-    help="int8 / fp8: the ViT encoder calibrated and quantized, the rest FP16.",
-)
+@_ENGINE_PRECISION_OPTION
 @_CALIBRATION_OPTION
 def build(
     backbone: str,
@@ -732,16 +794,9 @@ def build(
 
 @main.command("triton-repo")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
-@click.option(
-    "--precision",
-    type=click.Choice(ENGINE_PRECISIONS),
-    default="fp16",
-    show_default=True,
-    help="int8 / fp8: the ViT encoder calibrated and quantized, the rest FP16.",
-)
+@model_options
+@_ENGINE_PRECISION_OPTION
 @_profile_options
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option(
     "--instances",
     type=click.IntRange(1),
@@ -799,11 +854,7 @@ def triton_repo(
 
 
 @main.command()
-@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp16 on CUDA]")
-@click.option("--device", default=None, help="torch device [default: cuda if available].")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@runtime_options()
 @click.option(
     "--host", default="0.0.0.0", show_default=True, help="Where to listen (127.0.0.1: this machine)."
 )
@@ -818,7 +869,9 @@ def triton_repo(
     help="Images per predict, of any sizes (1: no batching).",
 )
 @_QUEUE_DELAY_OPTION
+@click.pass_context
 def serve(
+    ctx: click.Context,
     backbone: str,
     backend: str,
     precision: str | None,
@@ -842,12 +895,19 @@ def serve(
     from .serving.tritonserver import Ports
 
     ports = Ports(http_port, grpc_port, metrics_port)
+    verbose = ctx.meta.get("verbose", False)
     # no time limit on loading: a first start may export ONNX or build an engine (Ctrl-C stops it)
     options = {
         "max_batch_size": max_batch_size,
         "max_queue_delay_us": max_queue_delay_us,
         "ready_timeout_s": None,
+        "verbose": verbose,  # Triton's own log (some 50 lines at start), else a temp file
     }
+    if not verbose:
+        click.echo(
+            f"starting tritonserver with Metric3D {backbone} (a first start may export ONNX or build an "
+            "engine; --verbose shows Triton's log)"
+        )
     with (
         server.stop_signals(),
         server.serve(
@@ -866,6 +926,8 @@ def serve(
 
 def _agreement(got: np.ndarray, expected: np.ndarray) -> tuple[float, float, float]:
     """(AbsRel, fraction with max(got/exp, exp/got) < 1.25, max absolute error)."""
+    import numpy as np
+
     ratio = np.maximum(got / expected, expected / got)
     return (
         float(np.mean(np.abs(got - expected) / np.abs(expected))),
@@ -875,11 +937,7 @@ def _agreement(got: np.ndarray, expected: np.ndarray) -> tuple[float, float, flo
 
 
 @main.command()
-@click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
-@click.option("--backend", type=click.Choice(["tensorrt", "onnxruntime", "torch"]), default="onnxruntime")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp16 on CUDA]")
-@click.option("--device", default=None, help="torch device of the backend [default: cuda if available].")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
+@runtime_options(default_backend="onnxruntime")  # compared with PyTorch: another backend by default
 @click.option(
     "--images",
     "image_paths",

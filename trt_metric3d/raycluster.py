@@ -67,7 +67,7 @@ def check_address(address: str | None) -> None:
         raise _unreachable(address, e.strerror or str(e) or type(e).__name__) from e
 
 
-def _connect(ray: Any, address: str | None, worker_logs: bool) -> None:
+def _connect(ray: Any, address: str | None, worker_logs: bool, logging_level: int) -> None:
     """ray.init for `ray_cluster`; a cluster that cannot be reached or started is one BackendUnavailable."""
     check_address(address)
     saved = {name: os.environ.get(name) for name in _QUIET_RAY}
@@ -82,7 +82,7 @@ def _connect(ray: Any, address: str | None, worker_logs: bool) -> None:
             ray.init(
                 address=address,
                 include_dashboard=False,
-                logging_level=logging.WARNING,
+                logging_level=logging_level,
                 log_to_driver=worker_logs,
             )
         for warning in caught:
@@ -101,7 +101,9 @@ def _connect(ray: Any, address: str | None, worker_logs: bool) -> None:
 
 
 @contextlib.contextmanager
-def ray_cluster(address: str | None = None, worker_logs: bool = True) -> Iterator[None]:
+def ray_cluster(
+    address: str | None = None, worker_logs: bool = True, verbose: bool = False
+) -> Iterator[None]:
     """Ray for the block: connected to `address` ("auto": the cluster started on this machine with
     `ray start`; "ray://host:10001": a remote one), else a new local cluster, shut down after. A Ray
     already initialised (a notebook, a test) is used as it is and left running.
@@ -109,12 +111,14 @@ def ray_cluster(address: str | None = None, worker_logs: bool = True) -> Iterato
     worker_logs: the actors' output (their prints and logs, Ray's tracebacks of a failed actor) is
     shown here; False keeps it in Ray's log files (/tmp/ray/session_latest/logs), and the job's
     errors still end in their own one-line reason.
+    verbose: Ray's own warnings (e.g. that token authentication is on, at every start) are shown; its
+    errors always are.
     """
     ray = import_ray()
     if ray.is_initialized():
         yield
         return
-    _connect(ray, address, worker_logs)
+    _connect(ray, address, worker_logs, logging.WARNING if verbose else logging.ERROR)
     try:
         yield
     finally:

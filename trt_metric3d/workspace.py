@@ -2,7 +2,8 @@
 
 The folders (checkpoints, ONNX exports, engines, calibration photos) each have an environment
 variable that overrides them; a source checkout uses its own `export/`, `engines/`, `calibration/`;
-an installed package uses ~/.cache/trt-metric3d/. Below the checkpoint, export and engine layers,
+an installed package uses ~/.cache/trt-metric3d/. Light on purpose (no torch, OpenCV or numpy): the
+command line shows these folders in --help. Below the checkpoint, export and engine layers,
 which all hash files and clean up after interrupted writes the same way.
 """
 
@@ -52,3 +53,11 @@ def remove_stale_temps(path: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def default_calibration_dir() -> Path:
+    """$METRIC3D_CALIBRATION_DIR, else a source checkout's calibration/, else the photos installed
+    with the package (a wheel ships calibration/ as trt_metric3d/calibration)."""
+    folder = workspace_dir(CALIBRATION_DIR_ENV, "calibration")
+    packaged = Path(__file__).resolve().parent / "calibration"
+    return folder if folder.is_dir() or not packaged.is_dir() else packaged

@@ -16,6 +16,7 @@ from types import ModuleType
 
 from ..errors import InputError, MissingDependency
 from ..export import INPUT_NAME
+from ..logs import percent
 from ..model import CANVAS_MULTIPLE
 
 INSTALL_HINT = (
@@ -92,7 +93,7 @@ BuildProgress = Callable[[str, float], None]  # (top-level build phase, fraction
 
 def print_progress(phase: str, fraction: float) -> None:
     """The default build progress: phases and tenths on stderr."""
-    print(f"[TensorRT] {phase}: {100 * fraction:.0f}%", file=sys.stderr, flush=True)
+    print(f"[TensorRT] {phase}: {percent(fraction)}", file=sys.stderr, flush=True)
 
 
 def _progress_monitor(trt: ModuleType, report: BuildProgress):

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from types import ModuleType
 
+from ..choices import ENGINE_PRECISIONS
 from ..errors import BackendUnavailable, InputError
-from ..export import quantize
 from ..export.stages import exported_onnx, quantized_onnx
 from .builder import (
     BuildProgress,
@@ -29,8 +29,6 @@ from .cache import EngineCache, EngineSpec
 from .loader import EngineLoadError, deserialize
 
 log = logging.getLogger("trt_metric3d")
-
-ENGINE_PRECISIONS = ("fp16", *quantize.PRECISIONS)
 
 
 def target_gpu(trt: ModuleType, compute_capability: str | None) -> tuple[str, str]:

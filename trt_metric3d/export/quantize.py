@@ -14,31 +14,38 @@ FP16 graph strongly typed TensorRT builds, each Q/DQ pair in the precision of th
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib
 import logging
+import math
 import os
 import re
 import shutil
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import cv2
 import numpy as np
 
+from ..choices import QUANTIZED_PRECISIONS as PRECISIONS
 from ..errors import InputError, MissingDependency
 from ..io import find_images, read_image
+from ..logs import shows_tool_output
 from ..processing import make_canvas
-from ..workspace import CALIBRATION_DIR_ENV, file_sha256, workspace_dir
+from ..workspace import default_calibration_dir, file_sha256
 from . import staging
 from .onnx_export import module_of
 from .staging import save_staged
 
 log = logging.getLogger("trt_metric3d")
 
-PRECISIONS = ("int8", "fp8")
 MIN_CALIBRATION_IMAGES = 4
 MAX_CALIBRATION_IMAGES = 32  # each image is calibrated at two 616 x 1064 canvases, held in memory
 INSTALL = 'pip install "trt-metric3d[quantize]"'
@@ -48,6 +55,9 @@ QUANTIZED_OPS = ("MatMul", "Gemm", "Conv")
 # resize, computed from the canvas shape), nor the decoder (see the module docstring).
 QUANTIZED_SCOPE = re.compile(r"network\.depth_model\.encoder\..+")
 RECIPE = "encoder-matmul-conv/entropy/v1"  # part of the cache key: change it when the recipe changes
+# Where the calibration prints a line and a progress bar per canvas (modelopt 0.3x, onnxruntime 1.2x)
+CHATTY_MODULES = ("modelopt.onnx.quantization.ort_patching", "onnxruntime.quantization.calibrate")
+_QUIET = threading.Lock()  # one quieted calibration at a time: the silencing is module-wide
 
 
 def import_modelopt() -> ModuleType:
@@ -61,14 +71,6 @@ def import_modelopt() -> ModuleType:
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise InputError(f"cannot quantize to {precision!r}: choose one of {', '.join(PRECISIONS)}")
-
-
-def default_calibration_dir() -> Path:
-    """$METRIC3D_CALIBRATION_DIR, else a source checkout's calibration/, else the photos installed
-    with the package (a wheel ships calibration/ as trt_metric3d/calibration)."""
-    folder = workspace_dir(CALIBRATION_DIR_ENV, "calibration")
-    packaged = Path(__file__).resolve().parents[1] / "calibration"
-    return folder if folder.is_dir() or not packaged.is_dir() else packaged
 
 
 def calibration_images(folder: str | os.PathLike | None = None) -> list[Path]:
@@ -118,23 +120,62 @@ def calibration_canvases(files: list[Path], canvas_hw: tuple[int, int] | None = 
 
 
 def _data_reader(inputs: list[dict]):
-    """ONNX Runtime's calibration reader over `inputs` (canvases of different shapes, one at a time)."""
+    """ONNX Runtime's calibration reader over `inputs` (canvases of different shapes, one at a time),
+    logging its progress at each quarter."""
     from onnxruntime.quantization import CalibrationDataReader
+
+    quarters = {math.ceil(len(inputs) * q / 4) for q in range(1, 5)}
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.rewind()
 
         def get_next(self) -> dict | None:
-            return next(self.items, None)
+            item = next(self.items, None)
+            if item is not None:
+                self.read += 1
+                if self.read in quarters:
+                    log.info("calibration: %d of %d canvases", self.read, len(inputs))
+            return item
 
         def rewind(self) -> None:
             self.items = iter(inputs)
+            self.read = 0
 
         def get_first(self) -> dict:  # modelopt's extension: a test run before the calibration
             return inputs[0]
 
     return Reader()
+
+
+def _print_nothing(*args: object, **kwargs: object) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def _quiet_calibration() -> Iterator[None]:
+    """The calibration's own prints and progress bars hidden, unless the log shows the tools' output
+    (--verbose): the quarter lines of _data_reader stand for them. Its warnings (logging) still show."""
+    if shows_tool_output():
+        yield
+        return
+    with _QUIET:
+        modules = [sys.modules[name] for name in CHATTY_MODULES if name in sys.modules]
+        saved = [(module, vars(module).get("print"), vars(module).get("tqdm")) for module in modules]
+        try:
+            for module, _, bar in saved:
+                module.print = _print_nothing  # shadows the builtin for that module's code only
+                if bar is not None:
+                    module.tqdm = functools.partial(bar, disable=True)
+            yield
+        finally:
+            for module, printer, bar in saved:
+                if printer is None:
+                    del module.print
+                else:
+                    module.print = printer
+                if bar is not None:
+                    module.tqdm = bar
 
 
 def quantized_nodes(model, scope: re.Pattern = QUANTIZED_SCOPE) -> list[str]:
@@ -184,18 +225,19 @@ def quantize_onnx(
         for name in staging.recorded_files(src):  # copies: modelopt rewrites its input file in place
             shutil.copyfile(src.parent / name, Path(work) / name)
         output = Path(work) / dst.name
-        quantization.quantize(
-            str(Path(work) / src.name),
-            quantize_mode=precision,
-            calibration_data_reader=_data_reader(inputs),
-            calibration_eps=["cpu"],
-            op_types_to_quantize=list(QUANTIZED_OPS),
-            nodes_to_quantize=[re.escape(name) + "$" for name in names],  # patterns, matched at the start
-            high_precision_dtype="fp32",  # export/fp16.py makes the FP16 graph, by its own rules
-            use_external_data_format=external,
-            output_path=str(output),
-            log_level="WARNING",
-        )
+        with _quiet_calibration():
+            quantization.quantize(
+                str(Path(work) / src.name),
+                quantize_mode=precision,
+                calibration_data_reader=_data_reader(inputs),
+                calibration_eps=["cpu"],
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                nodes_to_quantize=[re.escape(name) + "$" for name in names],  # patterns, matched at the start
+                high_precision_dtype="fp32",  # export/fp16.py makes the FP16 graph, by its own rules
+                use_external_data_format=external,
+                output_path=str(output),
+                log_level="WARNING",
+            )
         quantized = onnx.load(str(output))
     _with_scopes(quantized, source)
     save_staged(dst, lambda staged: onnx.save(quantized, str(staged), save_as_external_data=external))

@@ -9,11 +9,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
+from ..choices import BACKENDS, PRECISIONS
+from ..choices import QUANTIZED_PRECISIONS as QUANTIZED  # calibrated Q/DQ graphs: TensorRT and ONNX Runtime
 from ..engine.builder import BuildProgress, print_progress
 from ..errors import BackendUnavailable, InputError
-from ..export.quantize import (
-    PRECISIONS as QUANTIZED,
-)  # calibrated Q/DQ graphs: TensorRT and ONNX Runtime only
 from ..model import BACKBONES, Metric3DOutput
 from ..model.config import CONFIGS
 from ..processing import Canvas
@@ -33,8 +32,6 @@ from .stream import FrameStream
 
 log = logging.getLogger("trt_metric3d")
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-PRECISIONS = ("fp16", "fp32", *QUANTIZED)
 # What "auto" tries on a GPU, fastest first; PyTorch always works and ends the list.
 AUTO_ORDER_CUDA = ("tensorrt", "onnxruntime", "torch")
 

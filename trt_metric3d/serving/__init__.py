@@ -8,11 +8,19 @@
 
 Both answer the same request (`interface`): IMAGE (uint8 H x W x 3), FX and FY in, DEPTH (metres),
 CONFIDENCE and NORMAL out, at the image's size. Nothing here imports the optional `[serve]` packages
-until it needs them.
+until it needs them, and the names below load on first use (the command line starts without torch).
 """
 
-from .client import Metric3DClient
-from .server import serve
-from .triton_repo import build_repository, write_repository
+from ..lazy import lazy_attributes
+
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {
+        "Metric3DClient": ".client",
+        "serve": ".server",
+        "build_repository": ".triton_repo",
+        "write_repository": ".triton_repo",
+    },
+)
 
 __all__ = ["Metric3DClient", "build_repository", "serve", "write_repository"]

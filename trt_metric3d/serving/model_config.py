@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..io import atomic_write_bytes
-
 VERSION = "1"  # the one version folder of each model
 DEFAULT_QUEUE_DELAY_US = 2000  # how long Triton's dynamic batcher holds a request for others to join
 
@@ -77,6 +75,8 @@ def write_model(repository: Path, config: dict, python_model: str | None = None)
     """`<repository>/<name>/config.pbtxt` and, for a Python-backend model, `1/model.py`, which loads the
     `TritonPythonModel` of the module `python_model` (of trt_metric3d installed where Triton runs it).
     Each file is written whole or not at all. Returns the model's folder."""
+    from ..io import atomic_write_bytes  # here: io loads OpenCV, and the CLI reads this module at start-up
+
     folder = repository / config["name"]
     atomic_write_bytes(folder / "config.pbtxt", to_pbtxt(config).encode())
     (folder / VERSION).mkdir(exist_ok=True)  # Triton needs the version folder, even an ensemble's empty one

@@ -59,6 +59,7 @@ def serve(
     max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
     log_path: str | os.PathLike | None = None,
     ready_timeout_s: float | None = 600.0,
+    verbose: bool = False,
 ) -> Iterator[TritonServer]:
     """A running Triton server whose model `metric3d` answers with `Metric3D(backbone, backend, precision,
     device, checkpoint).predict`: one predict per batch of up to `max_batch_size` images (of any sizes),
@@ -67,8 +68,8 @@ def serve(
     >>> with serve("vit-small", "torch", device="cpu", ports=free_ports(), address="127.0.0.1") as server:
     ...     depth = Metric3DClient(server.url("http")).predict(image, fx=500.0).depth
 
-    The request format is in `interface`; see TritonServer for ports, address, log_path and
-    ready_timeout_s.
+    The request format is in `interface`; see TritonServer for ports, address, log_path,
+    ready_timeout_s and verbose.
     A checkpoint that cannot be read is refused before the server starts (CheckpointError); a model that
     fails to load in the server (a backend not installed, a checkpoint of another backbone) stops the
     start with BackendUnavailable quoting the model's error from the server's log.
@@ -92,7 +93,7 @@ def serve(
     with tempfile.TemporaryDirectory(prefix="trt-metric3d-serve-") as repository:
         config = serve_config(options, max_batch_size, max_queue_delay_us)
         write_model(Path(repository), config, python_model=f"{__package__}.metric3d_model")
-        with TritonServer(repository, ports, address, log_path, ready_timeout_s) as server:
+        with TritonServer(repository, ports, address, log_path, ready_timeout_s, verbose=verbose) as server:
             yield server
 
 

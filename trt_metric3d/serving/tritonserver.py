@@ -207,7 +207,9 @@ class TritonServer:
 
     ports: the HTTP, gRPC and metrics ports (default 8000, 8001, 8002).
     address: where the endpoints listen ("0.0.0.0": every interface).
-    log_path: the server's log (its stdout and stderr) goes there; None: on to this process's stderr.
+    log_path: the server's log (its stdout and stderr, some 50 lines at each start) goes there [default:
+    a file in the server's temporary folder, removed when it stops]; a failed start quotes its errors.
+    verbose: the log goes to this process's stdout and stderr instead.
     ready_timeout_s: how long its models may take to load (None: as long as the server runs).
     """
 
@@ -219,11 +221,14 @@ class TritonServer:
         log_path: str | os.PathLike | None = None,
         ready_timeout_s: float | None = 600.0,
         exit_timeout_s: int = 30,
+        verbose: bool = False,
     ) -> None:
         self.repository = Path(repository)
         self.ports = ports or Ports()
         self.address = address
         self.log_path = Path(log_path) if log_path is not None else None
+        self.verbose = verbose
+        self.log_file: Path | None = None  # where the running server's log goes (None: the terminal)
         self.ready_timeout_s = ready_timeout_s
         self.exit_timeout_s = exit_timeout_s
         self.process: subprocess.Popen | None = None
@@ -265,7 +270,8 @@ class TritonServer:
             f"--exit-timeout-secs={self.exit_timeout_s}",
             *(f"--backend-config=python,{key}={value}" for key, value in backend_config.items()),
         ]
-        with open(self.log_path, "wb") if self.log_path is not None else contextlib.nullcontext() as log:
+        self.log_file = None if self.verbose else self.log_path or work / "tritonserver.log"
+        with open(self.log_file, "wb") if self.log_file is not None else contextlib.nullcontext() as log:
             self.process = subprocess.Popen(
                 command,
                 env=server_environment(pytriton),
@@ -299,8 +305,8 @@ class TritonServer:
 
     def log_lines(self) -> list[str]:
         """The server's log so far (its last lines when it goes to this process's output)."""
-        if self.log_path is not None:
-            return self.log_path.read_text(errors="replace").splitlines()
+        if self.log_file is not None and self.log_file.is_file():
+            return self.log_file.read_text(errors="replace").splitlines()
         if self._log_tail is not None:
             return self._log_tail.lines()
         return []
