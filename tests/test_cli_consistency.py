@@ -48,7 +48,7 @@ class StandIn:
             raise KeyboardInterrupt
         depth = np.full(image.shape[:2], 2.0, np.float32)
         normal = np.dstack([np.zeros_like(depth), np.zeros_like(depth), -np.ones_like(depth)])
-        return Prediction(depth, np.zeros_like(depth), normal, depth, canvas=None)
+        return Prediction(depth, np.zeros_like(depth), normal, depth, None, fx, fx if fy is None else fy)
 
 
 @pytest.fixture
@@ -120,11 +120,12 @@ def _interrupted_ray_job(*args, **kwargs):
 def test_ctrl_c_ends_every_command_with_status_130_and_one_line(
     stand_in, photo, tmp_path, monkeypatch, command
 ):
-    from trt_metric3d import ray
+    from trt_metric3d import ray, raycluster
 
     stand_in.interrupt = True
-    monkeypatch.setattr(ray, "import_ray", lambda: None)
-    monkeypatch.setattr(ray, "ray_cluster", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(raycluster, "import_ray", lambda: None)
+    monkeypatch.setattr(raycluster, "check_address", lambda address: None)
+    monkeypatch.setattr(raycluster, "ray_cluster", lambda *a, **k: contextlib.nullcontext())
     monkeypatch.setattr(ray, "run_depth_job", _interrupted_ray_job)
     args = [command, str(photo), "--fx", "100", "--out", str(tmp_path / "out")]
     result = CliRunner().invoke(main, args)
@@ -157,7 +158,8 @@ def test_the_clipping_note_gives_a_percentage(stand_in, photo, tmp_path, monkeyp
 
 def _far(image: np.ndarray) -> Prediction:
     depth = np.full(image.shape[:2], 80.0, np.float32)  # beyond the 65.535 m of a uint16 millimetre PNG
-    return Prediction(depth, depth, np.dstack([depth * 0, depth * 0, depth * 0 - 1]), depth, canvas=None)
+    normal = np.dstack([depth * 0, depth * 0, depth * 0 - 1])
+    return Prediction(depth, depth, normal, depth, None, fx=100.0, fy=100.0)
 
 
 def _modules_after(code: str) -> set[str]:
