@@ -22,7 +22,4 @@ int infer(const Args& args);
 int canvas(const Args& args);
 int info(const Args& args);
 
-// One distinct result name per input, as trt_metric3d.results.result_names gives them.
-std::vector<std::string> result_names(const std::vector<std::string>& paths);
-
 }  // namespace metric3d::cli

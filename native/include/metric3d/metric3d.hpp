@@ -34,6 +34,9 @@ enum class Memory { Host, Device };  // where ImageView::data lives (device: thi
 
 // Interleaved 8-bit pixels, row `y` starting at data + y * stride (bytes, >= 3 * width).
 struct ImageView {
+  ImageView(const std::uint8_t* pixels = nullptr, int w = 0, int h = 0, std::size_t row_stride = 0,
+            PixelFormat pixel_format = PixelFormat::RGB, Memory where = Memory::Host)
+      : data(pixels), width(w), height(h), stride(row_stride), format(pixel_format), memory(where) {}
   const std::uint8_t* data = nullptr;
   int width = 0;
   int height = 0;
@@ -45,6 +48,9 @@ struct ImageView {
 // Pinhole intrinsics in pixels of this image. fy = 0 means fy = fx; cx, cy (default: the image centre)
 // only matter to back-projection (unproject), not to the depth.
 struct Intrinsics {
+  Intrinsics(double focal_x = 0, double focal_y = 0, std::optional<double> centre_x = {},
+             std::optional<double> centre_y = {})
+      : fx(focal_x), fy(focal_y), cx(centre_x), cy(centre_y) {}
   double fx = 0;
   double fy = 0;
   std::optional<double> cx;
