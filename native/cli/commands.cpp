@@ -88,6 +88,22 @@ std::vector<std::string> find_images(const std::vector<std::string>& arguments) 
   return unique;
 }
 
+// The plan's first bytes: a 4-character magic ("vtrt" for TensorRT-RTX, "ftrt" for TensorRT), the
+// plan's size at byte 16 and, in the plans we have looked at, major.minor.patch.build bytes at 24.
+std::string plan_header(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  unsigned char h[28] = {};
+  const std::size_t n = f ? std::fread(h, 1, sizeof h, f) : 0;
+  if (f) std::fclose(f);
+  const std::string magic(reinterpret_cast<const char*>(h), 4);
+  if (n < sizeof h || (magic != "vtrt" && magic != "ftrt")) return "not a TensorRT plan (no vtrt/ftrt magic)";
+  unsigned long long size = 0;
+  for (int b = 7; b >= 0; --b) size = size << 8 | h[16 + b];
+  return "magic " + magic + ", version bytes " + std::to_string(h[24]) + "." + std::to_string(h[25]) + "." +
+         std::to_string(h[26]) + "." + std::to_string(h[27]) + ", size field " +
+         (size == fs::file_size(path) ? "matches the file" : "does not match the file (truncated?)");
+}
+
 ImageView view(const Image& im) { return ImageView{im.rgb.data(), im.width, im.height, 0, PixelFormat::RGB, Memory::Host}; }
 
 }  // namespace
@@ -176,6 +192,7 @@ int info(const Args& args) {
               i.compute_capability.c_str());
   std::printf("profile:            min %s, opt %s, max %s\n", shape_text(i.profile.min).c_str(),
               shape_text(i.profile.opt).c_str(), shape_text(i.profile.max).c_str());
+  std::printf("plan header:        %s\n", plan_header(i.engine_path).c_str());
   std::printf("plan matches sidecar: %s\n", i.plan_matches_sidecar ? "yes" : "no");
   std::printf("this library:       %s %s\n", tensorrt_flavour().c_str(), tensorrt_version().c_str());
   std::printf("runs here:          %s\n", i.runnable_here.empty() ? "yes" : ("no: " + i.runnable_here).c_str());

@@ -10,7 +10,7 @@
 
 namespace {
 
-const char* const kUsage = R"(usage: metric3d-trt COMMAND ...
+const char* const kUsage = R"(usage: metric3d-trt COMMAND ...   (--version: the linked TensorRT)
 
   build ONNX [--engines DIR] (--checkpoint FILE | --checkpoint-sha256 HEX) [--compute-capability SM86]
         [--min BxHxW] [--opt BxHxW] [--max BxHxW] [--workspace GIB] [--backbone B] [--precision P]
@@ -57,6 +57,10 @@ int main(int argc, char** argv) {
   }
   const std::string command = argv[1];
   try {
+    if (command == "--version") {  // the linked TensorRT, after checking it against the headers
+      std::printf("%s %s\n", metric3d::tensorrt_flavour().c_str(), metric3d::tensorrt_version().c_str());
+      return 0;
+    }
     const metric3d::cli::Args args = parse(argc, argv);
     if (args.has("--help")) {
       std::fputs(kUsage, stdout);

@@ -148,8 +148,24 @@ struct Engine::Impl {
   std::map<int, Shape> shapes;
   gpu::Buffer host_in{gpu::Buffer::Kind::Pinned}, host_out{gpu::Buffer::Kind::Pinned};
   gpu::Buffer device_in, device_out;
+  bool timed = false;
+  cudaEvent_t events[6] = {};  // before upload, after upload / pre / engine / post / download
+  Timings timings;
+
+  void mark(int stage) {
+    if (timed) gpu::check(cudaEventRecord(events[stage], stream), "timing");
+  }
+
+  void read_timings() {
+    if (!timed) return;
+    float* fields[] = {&timings.upload, &timings.preprocess, &timings.engine, &timings.postprocess, &timings.download};
+    for (int k = 0; k < 5; ++k) gpu::check(cudaEventElapsedTime(fields[k], events[k], events[k + 1]), "timing");
+  }
 
   ~Impl() {
+    for (cudaEvent_t e : events) {
+      if (e) cudaEventDestroy(e);
+    }
     shapes.clear();
     context.reset();
     engine.reset();
@@ -229,10 +245,9 @@ std::vector<Result> Engine::Impl::run(const std::vector<ImageView>& images, cons
                                       std::size_t first, int batch) {
   std::vector<Slot> slots(static_cast<std::size_t>(batch));
   std::size_t in_bytes = 0, out_bytes = 0;
-  for (int b = 0; b < batch; ++b) {  // every check before any GPU work
+  for (int b = 0; b < batch; ++b) {  // where each image's data goes (checked by infer)
     const ImageView& im = images[first + static_cast<std::size_t>(b)];
     Slot& s = slots[static_cast<std::size_t>(b)];
-    ref::check_image(im);
     s.plan = ref::resize_plan(im.height, im.width);
     const std::string name = images.size() > 1 ? "fx[" + std::to_string(first + static_cast<std::size_t>(b)) + "]" : "fx";
     s.scale = ref::metric_scale(s.plan.canvas, intrinsics[first + static_cast<std::size_t>(b)], name.c_str());
@@ -275,7 +290,9 @@ std::vector<Result> Engine::Impl::run(const std::vector<ImageView>& images, cons
     for (const auto* v : {&tx.w0, &tx.w1, &ty.w0, &ty.w1}) at = put(at, *v);
   }
   auto* uploaded = static_cast<std::uint8_t*>(device_in.reserve(in_bytes));
+  mark(0);
   gpu::check(cudaMemcpyAsync(uploaded, staged, in_bytes, cudaMemcpyHostToDevice, stream), "uploading the images");
+  mark(1);
   Shape& sh = shape(batch);
   for (int b = 0; b < batch; ++b) {
     const ImageView& im = images[first + static_cast<std::size_t>(b)];
@@ -286,7 +303,9 @@ std::vector<Result> Engine::Impl::run(const std::vector<ImageView>& images, cons
                                 s.plan.area2x, reinterpret_cast<const int*>(uploaded + s.pre_taps)};
     kernels::preprocess(pre, sh.input.as<float>() + static_cast<std::size_t>(b) * 3 * kPlane, stream);
   }
+  mark(2);
   execute(sh);
+  mark(3);
   auto* results = static_cast<std::uint8_t*>(device_out.reserve(out_bytes));
   for (int b = 0; b < batch; ++b) {
     const Slot& s = slots[static_cast<std::size_t>(b)];
@@ -300,9 +319,12 @@ std::vector<Result> Engine::Impl::run(const std::vector<ImageView>& images, cons
     kernels::postprocess(post, sh.outputs[0].as<float>() + bi * kPlane, sh.outputs[1].as<float>() + bi * kPlane,
                          sh.outputs[2].as<float>() + bi * 4 * kPlane, out, out + n, out + 2 * n, stream);
   }
+  mark(4);
   auto* downloaded = static_cast<std::uint8_t*>(host_out.reserve(out_bytes));
   gpu::check(cudaMemcpyAsync(downloaded, results, out_bytes, cudaMemcpyDeviceToHost, stream), "downloading the results");
+  mark(5);
   gpu::check(cudaStreamSynchronize(stream), "running the engine");
+  read_timings();
   std::vector<Result> out(static_cast<std::size_t>(batch));
   for (int b = 0; b < batch; ++b) {
     const Slot& s = slots[static_cast<std::size_t>(b)];
@@ -343,6 +365,10 @@ Engine Engine::load(const std::string& engine_path, const LoadOptions& options) 
   impl->context.reset(impl->engine->createExecutionContext());
   if (!impl->context) throw Error(Error::Kind::Engine, "could not create an execution context (GPU memory?)");
   gpu::check(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking), "creating a CUDA stream");
+  impl->timed = options.timings;
+  for (cudaEvent_t& e : impl->events) {
+    if (impl->timed) gpu::check(cudaEventCreate(&e), "creating CUDA events");
+  }
   return Engine(std::move(impl));
 }
 
@@ -352,6 +378,7 @@ Engine& Engine::operator=(Engine&&) noexcept = default;
 Engine::~Engine() = default;
 
 const EngineInfo& Engine::info() const { return impl_->info; }
+const Timings& Engine::last_timings() const { return impl_->timings; }
 
 Result Engine::infer(const ImageView& image, const Intrinsics& intrinsics) {
   return std::move(infer(std::vector<ImageView>{image}, std::vector<Intrinsics>{intrinsics}).front());
@@ -362,6 +389,11 @@ std::vector<Result> Engine::infer(const std::vector<ImageView>& images, const st
   if (intrinsics.size() != images.size()) {
     throw Error(Error::Kind::Input, "got " + std::to_string(intrinsics.size()) + " intrinsics for " +
                                         std::to_string(images.size()) + " images; pass one per image");
+  }
+  for (std::size_t i = 0; i < images.size(); ++i) {  // every image checked before the first batch runs
+    ref::check_image(images[i]);
+    const std::string name = images.size() > 1 ? "fx[" + std::to_string(i) + "]" : "fx";
+    ref::metric_scale(ref::fit_canvas(images[i].height, images[i].width), intrinsics[i], name.c_str());
   }
   const int max_batch = impl_->info.profile.max[0];
   std::vector<Result> results;

@@ -112,6 +112,13 @@ struct LoadOptions {
   int device = 0;
   std::string expect_backbone;  // non-empty: refuse an engine of another backbone
   bool cuda_graphs = true;      // capture and replay the engine's execution per canvas shape
+  bool timings = false;         // time each stage of infer() with CUDA events (Engine::last_timings)
+};
+
+// GPU time of each stage of the last infer() batch, in milliseconds (LoadOptions::timings).
+struct Timings {
+  float upload = 0, preprocess = 0, engine = 0, postprocess = 0, download = 0;
+  float total() const { return upload + preprocess + engine + postprocess + download; }
 };
 
 class Engine {
@@ -127,6 +134,7 @@ class Engine {
   std::vector<Result> infer(const std::vector<ImageView>& images, const std::vector<Intrinsics>& intrinsics);
 
   const EngineInfo& info() const;
+  const Timings& last_timings() const;
 
   struct Impl;
 
