@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 
+#include "checks.hpp"
 #include "files.hpp"
 #include "flavour.hpp"
 #include "gpu.hpp"
@@ -25,107 +26,9 @@ constexpr int kOutputChannels[] = {1, 1, 4, 3};
 constexpr std::size_t kPlane = static_cast<std::size_t>(ref::kCanvasH) * ref::kCanvasW;
 const char* const kRebuild = "rebuild it here: metric3d-trt build <onnx> (or trt-metric3d build)";
 
-std::string profile_text(const Profile& p) {
-  auto s = [](const std::array<int, 3>& a) {
-    return std::to_string(a[0]) + "x" + std::to_string(a[1]) + "x" + std::to_string(a[2]);
-  };
-  return "min " + s(p.min) + ", max " + s(p.max);
-}
-
-bool holds_canvas(const Profile& p) {
-  return p.min[1] <= ref::kCanvasH && ref::kCanvasH <= p.max[1] && p.min[2] <= ref::kCanvasW &&
-         ref::kCanvasW <= p.max[2];
-}
-
-// Why this library cannot use the engine described by `record` ("" when it can), before any GPU work.
-std::string sidecar_mismatch(const spec::Record& r, const std::string& engine_path, const std::string& expect_backbone) {
-  const spec::EngineSpec& s = r.spec;
-  const std::string name = std::filesystem::path(engine_path).filename().string();
-  if (s.flavour != flavour::name() || s.trt_version != flavour::header_version()) {
-    return "engine " + name + " was built with " + s.flavour + " " + s.trt_version + ", this is " + flavour::name() +
-           " " + flavour::header_version() + "; " + kRebuild;
-  }
-  if (!expect_backbone.empty() && s.backbone != expect_backbone) {
-    return "engine " + name + " is a " + s.backbone + " engine, not " + expect_backbone +
-           "; pass the " + expect_backbone + " engine or drop --backbone";
-  }
-  if (!holds_canvas(s.profile)) {
-    return "engine " + name + "'s profile (" + profile_text(s.profile) + ") does not hold the 616x1064 canvas; " +
-           "rebuild it with --min/--max around 616x1064";
-  }
-  return "";
-}
-
-// Why this GPU cannot run it ("" when it can).
-std::string gpu_mismatch(const spec::EngineSpec& s, const gpu::Device& d, const std::string& name) {
-  if (s.compute_capability != std::to_string(d.compute_capability)) {
-    return "engine " + name + " was built for compute capability " + s.compute_capability + ", this GPU (" + d.name +
-           ") is " + std::to_string(d.compute_capability) + "; " + kRebuild;
-  }
-  if (s.gpu_name != "aot" && s.gpu_name != d.name) {
-    return "engine " + name + " was built on a " + s.gpu_name + ", this GPU is a " + d.name + "; " + kRebuild;
-  }
-  return "";
-}
-
-struct Checked {
-  EngineInfo info;
-  spec::Record record;
-};
-
-// The sidecar and plan checks shared by inspect_engine and Engine::load; throws for what info cannot show.
-Checked check_files(const std::string& engine_path) {
-  Checked c;
-  c.info.engine_path = engine_path;
-  c.info.sidecar_path = spec::sidecar_path(engine_path);
-  if (!std::filesystem::is_regular_file(engine_path)) {
-    throw Error(Error::Kind::Io, "engine " + engine_path + " not found; build it with metric3d-trt build <onnx>");
-  }
-  c.record = spec::read_record(c.info.sidecar_path);
-  const spec::EngineSpec& s = c.record.spec;
-  c.info.backbone = s.backbone;
-  c.info.precision = s.precision;
-  c.info.flavour = s.flavour;
-  c.info.trt_version = s.trt_version;
-  c.info.gpu_name = s.gpu_name;
-  c.info.compute_capability = s.compute_capability;
-  c.info.quantization = s.quantization;
-  c.info.profile = s.profile;
-  c.info.plan_matches_sidecar = files::sha256_file(engine_path) == c.record.engine_sha256;
-  return c;
-}
-
-std::string plan_damaged(const std::string& engine_path) {
-  return "engine " + engine_path + " does not match its sidecar's sha256 (damaged or replaced); " + kRebuild;
-}
-
 }  // namespace
 
-std::string tensorrt_flavour() { return flavour::name(); }
-
-std::string tensorrt_version() {
-  flavour::check_library_version();
-  return flavour::header_version();
-}
-
-EngineInfo inspect_engine(const std::string& engine_path) {
-  Checked c = check_files(engine_path);
-  std::string why = c.info.plan_matches_sidecar ? sidecar_mismatch(c.record, engine_path, "") : plan_damaged(engine_path);
-  if (why.empty()) {
-    try {
-      flavour::check_library_version();
-      why = gpu::why_no_gpu();
-      if (why.empty()) {
-        const gpu::Device d = gpu::device(0, "");
-        why = gpu_mismatch(c.record.spec, d, std::filesystem::path(engine_path).filename().string());
-      }
-    } catch (const Error& e) {
-      why = e.what();
-    }
-  }
-  c.info.runnable_here = why;
-  return c.info;
-}
+using checks::profile_text;
 
 struct Engine::Impl {
   struct Shape {  // what one canvas batch size needs: its buffers and, with graphs, the captured run
@@ -341,13 +244,13 @@ std::vector<Result> Engine::Impl::run(const std::vector<ImageView>& images, cons
 }
 
 Engine Engine::load(const std::string& engine_path, const LoadOptions& options) {
-  Checked c = check_files(engine_path);
-  if (!c.info.plan_matches_sidecar) throw Error(Error::Kind::Engine, plan_damaged(engine_path));
+  checks::Checked c = checks::check_files(engine_path);
+  if (!c.info.plan_matches_sidecar) throw Error(Error::Kind::Engine, checks::plan_damaged(engine_path));
   flavour::check_library_version();
-  const std::string mismatch = sidecar_mismatch(c.record, engine_path, options.expect_backbone);
+  const std::string mismatch = checks::sidecar_mismatch(c.record, engine_path, options.expect_backbone);
   if (!mismatch.empty()) throw Error(Error::Kind::Engine, mismatch);
   const gpu::Device d = gpu::device(options.device, "running an engine needs an NVIDIA GPU and its driver");
-  const std::string wrong_gpu = gpu_mismatch(c.record.spec, d, std::filesystem::path(engine_path).filename().string());
+  const std::string wrong_gpu = checks::gpu_mismatch(c.record.spec, d, std::filesystem::path(engine_path).filename().string());
   if (!wrong_gpu.empty()) throw Error(Error::Kind::Engine, wrong_gpu);
 
   auto impl = std::make_unique<Impl>();
