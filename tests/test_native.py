@@ -51,6 +51,10 @@ def refused(*args: object, says: str) -> str:
     return lines[0]
 
 
+def infer_refused(image: Path, engine: Path, out: Path, *options: object, says: str) -> str:
+    return refused("infer", image, "--engine", engine, "--fx", 500, *options, "--out", out, says=says)
+
+
 def cpp_canvas(image_file: Path, tmp_path: Path) -> np.ndarray:
     out = tmp_path / f"{image_file.stem}_canvas.npy"
     run("canvas", image_file, "-o", out)
@@ -209,32 +213,28 @@ def test_the_python_cache_takes_the_cpp_engine_and_the_cpp_loader_takes_pythons(
     sidecar = json.loads(built.with_suffix(".json").read_text())
     assert sidecar["spec"]["trt_version"] == rtx.__version__, "native build and Python use other TensorRT-RTX"
 
+    def python_build(engines: Path) -> Path:
+        return pipeline.build(
+            "vit-small",
+            small_checkpoint,
+            flavour="tensorrt_rtx",
+            compute_capability="SM86",
+            engine_dir=engines,
+            export_dir=fp16.parent,
+            progress=lambda *a: None,
+        )
+
     def no_rebuild(*args, **kwargs):
         raise AssertionError("the Python cache rebuilt the C++ engine")
 
     with monkeypatch.context() as patch:
         patch.setattr(pipeline, "build_engine", no_rebuild)
-        found = pipeline.build(
-            "vit-small",
-            small_checkpoint,
-            flavour="tensorrt_rtx",
-            compute_capability="SM86",
-            engine_dir=tmp_path / "cpp",
-            export_dir=fp16.parent,
-        )
+        found = python_build(tmp_path / "cpp")
     assert found == built
     # byte for byte the sidecar Python writes for that record
     assert built.with_suffix(".json").read_text() == json.dumps(sidecar, indent=1)
 
-    python_built = pipeline.build(
-        "vit-small",
-        small_checkpoint,
-        flavour="tensorrt_rtx",
-        compute_capability="SM86",
-        engine_dir=tmp_path / "py",
-        export_dir=fp16.parent,
-        progress=lambda *a: None,
-    )
+    python_built = python_build(tmp_path / "py")
     assert python_built.name == built.name
     info = run("info", python_built).stdout
     assert "plan matches sidecar: yes" in info and "magic vtrt" in info
@@ -242,9 +242,7 @@ def test_the_python_cache_takes_the_cpp_engine_and_the_cpp_loader_takes_pythons(
     if not torch.cuda.is_available():
         image = tmp_path / "image.npy"
         np.save(image, np.zeros((30, 40, 3), np.uint8))
-        refused(
-            "infer", image, "--engine", python_built, "--fx", 500, "--out", tmp_path / "out", says="no GPU"
-        )
+        infer_refused(image, python_built, tmp_path / "out", says="no GPU")
         assert not list((tmp_path / "out").iterdir())
 
 
@@ -300,39 +298,17 @@ def image_file(tmp_path) -> Path:
 
 
 def test_a_missing_or_damaged_plan_is_refused(tmp_path, image_file):
-    engine = stand_in_engine(tmp_path)
-    refused(
-        "infer",
-        image_file,
-        "--engine",
-        tmp_path / "none.engine",
-        "--fx",
-        500,
-        "--out",
-        tmp_path / "o",
-        says="not found",
-    )
+    engine, out = stand_in_engine(tmp_path), tmp_path / "o"
+    infer_refused(image_file, tmp_path / "none.engine", out, says="not found")
     engine.write_bytes(b"vtrt damaged")
-    refused(
-        "infer",
-        image_file,
-        "--engine",
-        engine,
-        "--fx",
-        500,
-        "--out",
-        tmp_path / "o",
-        says="does not match its sidecar",
-    )
+    infer_refused(image_file, engine, out, says="does not match its sidecar")
     engine.with_suffix(".json").write_text("{half")
-    refused(
-        "infer", image_file, "--engine", engine, "--fx", 500, "--out", tmp_path / "o", says="not valid JSON"
-    )
-    assert not list((tmp_path / "o").iterdir())
+    infer_refused(image_file, engine, out, says="not valid JSON")
+    assert not list(out.iterdir())
 
 
 @pytest.mark.parametrize(
-    ("changes", "option", "says"),
+    ("changes", "options", "says"),
     [
         ({"trt_version": "0.9.0.1"}, [], "was built with "),
         ({"flavour": "other", "trt_version": "10.16.0.72"}, [], "was built with other 10.16.0.72"),
@@ -345,11 +321,9 @@ def test_a_missing_or_damaged_plan_is_refused(tmp_path, image_file):
     ],
     ids=["version", "flavour", "backbone", "profile"],
 )
-def test_a_sidecar_of_another_engine_is_refused(changes, option, says, tmp_path, image_file):
+def test_a_sidecar_of_another_engine_is_refused(changes, options, says, tmp_path, image_file):
     engine = stand_in_engine(tmp_path, **changes)
-    line = refused(
-        "infer", image_file, "--engine", engine, "--fx", 500, *option, "--out", tmp_path / "o", says=says
-    )
+    line = infer_refused(image_file, engine, tmp_path / "o", *options, says=says)
     assert "rebuild" in line or "drop --backbone" in line
 
 
@@ -365,48 +339,35 @@ def test_a_sidecar_of_another_engine_is_refused(changes, option, says, tmp_path,
     ],
 )
 def test_bad_focal_lengths_are_refused_before_the_engine(focal, says, tmp_path, image_file):
-    refused(
-        "infer", image_file, "--engine", tmp_path / "any.engine", *focal, "--out", tmp_path / "o", says=says
-    )
+    args = ["infer", image_file, "--engine", tmp_path / "any.engine", *focal, "--out", tmp_path / "o"]
+    refused(*args, says=says)
 
 
 def test_bad_images_and_outputs_are_refused(tmp_path, image_file):
-    engine = stand_in_engine(tmp_path)
+    engine, out = stand_in_engine(tmp_path), tmp_path / "o"
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     text = tmp_path / "notes.jpg"
     text.write_text("not a picture")
     blank = tmp_path / "blank.npy"
     np.save(blank, np.zeros((0, 5, 3), np.uint8))
-    out = tmp_path / "o"
     for bad, says in (
         (empty, "empty file"),
         (text, "not a readable image"),
         (blank, "image is empty"),
         (tmp_path / "gone.png", "no such file"),
     ):
-        refused("infer", bad, "--engine", engine, "--fx", 500, "--out", out, says=says)
+        infer_refused(bad, engine, out, says=says)
     blocker = tmp_path / "file"
     blocker.write_text("")
-    refused(
-        "infer",
-        image_file,
-        "--engine",
-        engine,
-        "--fx",
-        500,
-        "--out",
-        blocker / "sub",
-        says="cannot be written",
-    )
+    infer_refused(image_file, engine, blocker / "sub", says="cannot be written")
     refused("canvas", text, "-o", tmp_path / "c.npy", says="not a readable image")
     assert not (tmp_path / "c.npy").exists() and not list(out.iterdir())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")
 def test_without_a_gpu_infer_says_so_in_one_line(tmp_path, image_file):
-    engine = stand_in_engine(tmp_path)
-    refused("infer", image_file, "--engine", engine, "--fx", 500, "--out", tmp_path / "o", says="no GPU")
+    infer_refused(image_file, stand_in_engine(tmp_path), tmp_path / "o", says="no GPU")
     assert not list((tmp_path / "o").iterdir())
 
 

@@ -56,11 +56,7 @@ void check_image(const ImageView& image) {
 CvTaps cv_taps(int src, int dst, bool clamp_weights) {
   // cv::resize: scale = 1 / (dst / src) in double, the source position in float, weights * 2048 rounded.
   const double scale = 1.0 / (static_cast<double>(dst) / src);
-  CvTaps t;
-  t.i0.resize(dst);
-  t.i1.resize(dst);
-  t.w0.resize(dst);
-  t.w1.resize(dst);
+  CvTaps t(static_cast<std::size_t>(dst));
   for (int d = 0; d < dst; ++d) {
     float f = static_cast<float>((d + 0.5) * scale - 0.5);
     int s = static_cast<int>(std::floor(f));
@@ -180,11 +176,7 @@ double metric_scale(const Canvas& canvas, const Intrinsics& k, const char* name)
 TorchTaps torch_taps(int src, int dst) {
   // aten's upsample_bilinear2d (align_corners=False, no scale given): float arithmetic throughout.
   const float scale = static_cast<float>(src) / static_cast<float>(dst);
-  TorchTaps t;
-  t.i0.resize(dst);
-  t.i1.resize(dst);
-  t.w0.resize(dst);
-  t.w1.resize(dst);
+  TorchTaps t(static_cast<std::size_t>(dst));
   for (int d = 0; d < dst; ++d) {
     const float real = std::max(scale * (static_cast<float>(d) + 0.5f) - 0.5f, 0.f);
     const int i = std::min(static_cast<int>(std::floor(real)), src - 1);

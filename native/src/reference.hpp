@@ -36,11 +36,15 @@ Canvas fit_canvas(int height, int width);
 // Error(Input) for an empty, oversized or badly strided image.
 void check_image(const ImageView& image);
 
-// One axis of cv2's fixed-point linear resize: source taps and weights (sum 2048) per output index.
-struct CvTaps {
+// One axis of a linear resize: the two source indices and their weights per output index.
+template <typename Weight>
+struct Taps {
+  explicit Taps(std::size_t n = 0) : i0(n), i1(n), w0(n), w1(n) {}
   std::vector<int> i0, i1;
-  std::vector<int> w0, w1;
+  std::vector<Weight> w0, w1;
 };
+// cv2's fixed-point linear resize: integer weights that sum to 2048.
+using CvTaps = Taps<int>;
 CvTaps cv_taps(int src, int dst, bool clamp_weights);
 // The taps of resizing an H x W image onto its canvas; `area2x` is cv2's exact 2x shortcut (2x2 mean).
 struct ResizePlan {
@@ -58,11 +62,8 @@ std::vector<float> normalize_canvas(const std::vector<std::uint8_t>& canvas_u8);
 // Metres per canonical depth unit; Error(Input) for a focal length that is not finite and > 0.
 double metric_scale(const Canvas& canvas, const Intrinsics& intrinsics, const char* name = "fx");
 
-// One axis of torch's bilinear (align_corners=False) resize: taps and float weights.
-struct TorchTaps {
-  std::vector<int> i0, i1;
-  std::vector<float> w0, w1;
-};
+// torch's bilinear (align_corners=False) resize: float weights.
+using TorchTaps = Taps<float>;
 TorchTaps torch_taps(int src, int dst);
 
 // One image's network outputs on the canvas (planes of 616 x 1064: depth, confidence, normal xyz(+kappa))
