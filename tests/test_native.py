@@ -247,27 +247,24 @@ def test_the_python_cache_takes_the_cpp_engine_and_the_cpp_loader_takes_pythons(
 
 
 @pytest.mark.slow
-def test_cpp_builder_builds_the_int8_qdq_graph_for_sm89(rtx, small_checkpoint, small_onnx, tmp_path):
+def test_cpp_builder_builds_the_int8_qdq_graph_for_sm89(rtx, small_checkpoint, small_onnx, tmp_path, request):
+    """TensorRT-RTX 1.6.1 (the headers CI has) rejects this graph in Myelin, from Python too (1.7.1
+    builds it): expected to fail there, and flagged as soon as it passes."""
     from trt_metric3d.engine import pipeline
 
+    if native_version()[1].startswith("1.6."):
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="TensorRT-RTX 1.6.1 Myelin rejects INT8 Q/DQ")
+        )
     _, mixed, _, key = pipeline.quantized_onnx(
         "vit-small", "int8", small_checkpoint, small_onnx[0].parent, canvas_hw=(112, 168)
     )
-    built = Path(
-        run(
-            "build",
-            mixed,
-            "--engines",
-            tmp_path,
-            "--checkpoint",
-            small_checkpoint,
-            "--compute-capability",
-            "SM89",
-        ).stdout.strip()
-    )
+    profile = ["--min", "1x112x112", "--opt", "1x112x168", "--max", "1x168x224"]  # as test_quantize's
+    args = ["--engines", tmp_path, "--checkpoint", small_checkpoint, "--compute-capability", "SM89", *profile]
+    built = Path(run("build", mixed, *args).stdout.strip())
     spec = json.loads(built.with_suffix(".json").read_text())["spec"]
     assert (spec["precision"], spec["quantization"], spec["compute_capability"]) == ("int8", key, "89")
-    assert built.stat().st_size > 10_000_000
+    assert built.stat().st_size > 1_000_000
 
 
 # --- bad input ------------------------------------------------------------------------------------------
