@@ -94,6 +94,18 @@ def test_canvas_of_odd_sizes_is_bit_exact(size, tmp_path):
     np.testing.assert_array_equal(cpp_canvas(tmp_path / "image.npy", tmp_path), expected.numpy())
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpeg_exif_orientation_is_applied_as_cv2_applies_it(orientation, tmp_path):
+    from PIL import Image
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 140, 3), dtype=np.uint8))
+    exif = photo.getexif()
+    exif[0x0112] = orientation
+    photo.save(tmp_path / "photo.jpg", exif=exif.tobytes())
+    expected, _ = preprocess(read_image(tmp_path / "photo.jpg"))
+    np.testing.assert_array_equal(cpp_canvas(tmp_path / "photo.jpg", tmp_path), expected.numpy())
+
+
 def test_canvas_refuses_to_overwrite_its_input(tmp_path):
     image = tmp_path / "image.npy"
     np.save(image, np.zeros((4, 4, 3), np.uint8))

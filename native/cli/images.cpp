@@ -71,6 +71,63 @@ void jpeg_fail(j_common_ptr info) {
   std::longjmp(error->jump, 1);
 }
 
+// The EXIF Orientation (tag 0x0112 of IFD0 in the APP1 segment) of a JPEG, 1 (upright) when it has none.
+int exif_orientation(const std::vector<std::uint8_t>& b) {
+  std::size_t at = 2;
+  while (at + 4 <= b.size() && b[at] == 0xff && b[at + 1] != 0xda) {  // segments up to the scan
+    const std::size_t length = static_cast<std::size_t>(b[at + 2]) << 8 | b[at + 3];
+    const std::size_t tiff = at + 10;
+    const auto data = b.begin() + static_cast<std::ptrdiff_t>(at + 4);
+    if (b[at + 1] == 0xe1 && at + 4 + length <= b.size() && length > 16 && std::equal(data, data + 6, "Exif\0\0")) {
+      const bool little = b[tiff] == 'I';
+      auto read = [&](std::size_t offset, int bytes) -> std::size_t {
+        std::size_t v = 0;
+        for (int i = 0; i < bytes; ++i) {
+          const std::size_t k = static_cast<std::size_t>(little ? bytes - 1 - i : i);
+          v = v << 8 | b[tiff + offset + k];
+        }
+        return v;
+      };
+      const std::size_t end = at + 4 + length - tiff;  // the TIFF block's size
+      const std::size_t ifd = read(4, 4);
+      if (ifd + 2 > end) return 1;
+      const std::size_t entries = read(ifd, 2);
+      for (std::size_t e = 0; e < entries && ifd + 2 + 12 * (e + 1) <= end; ++e) {
+        const std::size_t entry = ifd + 2 + 12 * e;
+        if (read(entry, 2) == 0x0112) {
+          const int value = static_cast<int>(read(entry + 8, 2));
+          return value >= 1 && value <= 8 ? value : 1;
+        }
+      }
+      return 1;
+    }
+    at += 2 + length;
+  }
+  return 1;
+}
+
+// What cv2.imread does with an EXIF orientation: a transpose for 5..8, then flips.
+void apply_orientation(Image& im, int orientation) {
+  if (orientation <= 1) return;
+  if (orientation >= 5) {
+    std::vector<std::uint8_t> t(im.rgb.size());
+    for (int y = 0; y < im.height; ++y)
+      for (int x = 0; x < im.width; ++x)
+        std::copy_n(&im.rgb[(static_cast<std::size_t>(y * im.width) + static_cast<std::size_t>(x)) * 3], 3,
+                    &t[(static_cast<std::size_t>(x * im.height) + static_cast<std::size_t>(y)) * 3]);
+    im.rgb.swap(t);
+    std::swap(im.width, im.height);
+  }
+  const bool mirror = orientation == 2 || orientation == 6 || orientation == 3 || orientation == 7;
+  const bool upside_down = orientation == 4 || orientation == 8 || orientation == 3 || orientation == 7;
+  const std::size_t w = static_cast<std::size_t>(im.width), h = static_cast<std::size_t>(im.height);
+  std::vector<std::uint8_t> out(im.rgb.size());
+  for (std::size_t y = 0; y < h; ++y)
+    for (std::size_t x = 0; x < w; ++x)
+      std::copy_n(&im.rgb[(y * w + x) * 3], 3, &out[((upside_down ? h - 1 - y : y) * w + (mirror ? w - 1 - x : x)) * 3]);
+  im.rgb.swap(out);
+}
+
 bool is_jpeg(const std::vector<std::uint8_t>& bytes) {
   return bytes.size() > 3 && bytes[0] == 0xff && bytes[1] == 0xd8 && bytes[2] == 0xff;
 }
@@ -99,6 +156,7 @@ Image read_jpeg(const std::string& path, const std::vector<std::uint8_t>& bytes)
   }
   jpeg_finish_decompress(&info);
   jpeg_destroy_decompress(&info);
+  apply_orientation(im, exif_orientation(bytes));  // as cv2.imread does
   return im;
 }
 

@@ -1,4 +1,5 @@
-// Image files for the CLI: JPEG through libjpeg-turbo (cv2's decoder), PNG, BMP, TGA through stb_image, and uint8
+// Image files for the CLI: JPEG through libjpeg-turbo (cv2's decoder, EXIF orientation applied as cv2
+// applies it), PNG, BMP, TGA through stb_image, and uint8
 // H x W x 3 .npy arrays (the exact pixels a Python caller holds); the library itself takes raw pixels.
 #pragma once
 
