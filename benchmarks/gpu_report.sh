@@ -2,7 +2,9 @@
 # Every GPU check of the project in one go, one markdown file out: the GPU tests, the model-forward
 # paths (original-style fp32 vs ours fp32 / fp16 / compile / CUDA graph) for vit-small and vit-large
 # at 616x1064, batch 1 and 4, with peak memory, the stream's frames per second, and, where TensorRT
-# is installed, the whole predict path per backend.
+# is installed, the whole predict path per backend; where the native part is built (build/native, or
+# METRIC3D_NATIVE_BUILD; with TensorRT_ROOT set it is built here), its ctest GPU tests and the C++ path's
+# latency next to the Python TensorRT backend.
 #
 # Needs only the project and a PyTorch install with CUDA (no registry access):
 #   pip install --no-deps --no-build-isolation -e . && bash benchmarks/gpu_report.sh [REPORT.md]
@@ -57,6 +59,21 @@ step "Stream vs predict loop (vit-small, 480x640)" 90 \
 if python -c 'import tensorrt' 2>/dev/null; then
     step "predict per backend (vit-large, 616x1064)" 240 \
         trt-metric3d bench --backbone vit-large --backend tensorrt --backend torch --size 616x1064 --cuda-graph
+fi
+
+native="${METRIC3D_NATIVE_BUILD:-build/native}"
+if [ -n "${TensorRT_ROOT:-}" ] && [ ! -x "$native/native/metric3d-trt" ]; then
+    step "Native build (${METRIC3D_FLAVOUR:-tensorrt})" 600 bash -c "cmake -S . -B '$native' -G Ninja \
+        -DCMAKE_BUILD_TYPE=Release -DMETRIC3D_FLAVOUR='${METRIC3D_FLAVOUR:-tensorrt}' \
+        -DTensorRT_ROOT='$TensorRT_ROOT' && cmake --build '$native'"
+fi
+if [ -x "$native/native/metric3d-trt" ]; then
+    engine="$(timeout 600 python benchmarks/native_latency.py --build "$native" --work "$work/native" \
+        --backbones vit-small --engine-only 2>/dev/null | tail -n 1)"
+    step "Native tests (ctest; GPU engine tests on $(basename "${engine:-no engine}"))" 600 \
+        env METRIC3D_TEST_ENGINE="$engine" ctest --test-dir "$native" --output-on-failure
+    step "Native C++ path vs Python TensorRT backend (616x1064)" 600 \
+        python benchmarks/native_latency.py --build "$native" --backbones vit-small vit-large
 fi
 
 mkdir -p "$(dirname "$report")"
