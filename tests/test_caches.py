@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import trt_metric3d.export as export_module
 from trt_metric3d.engine import builder, pipeline
 from trt_metric3d.errors import InputError, MissingDependency, WorkspaceError
 from trt_metric3d.export import stages, staging
@@ -49,8 +48,8 @@ def exports(small_onnx, monkeypatch) -> list[str]:
 
         return step
 
-    monkeypatch.setattr(pipeline, "load_model", lambda *args: None)
-    monkeypatch.setattr(export_module, "export_onnx", copying(small_onnx[0]))
+    monkeypatch.setattr(stages, "load_model", lambda *args: None)
+    monkeypatch.setattr(stages, "export_onnx", copying(small_onnx[0]))
     monkeypatch.setattr("trt_metric3d.export.fp16.convert_fp16", copying(small_onnx[1]))
     return written
 
@@ -96,7 +95,7 @@ def test_damaged_export_is_exported_again(
 
 def test_truncated_fp16_is_really_converted_again(export_dir, small_onnx, small_checkpoint, monkeypatch):
     onnx = pytest.importorskip("onnx")
-    monkeypatch.setattr(export_module, "export_onnx", fail("the FP32 ONNX is fine: no export needed"))
+    monkeypatch.setattr(stages, "export_onnx", fail("the FP32 ONNX is fine: no export needed"))
     fp16 = export_dir / small_onnx[1].name
     fp16.write_bytes(fp16.read_bytes()[: fp16.stat().st_size // 2])
     stages.exported_onnx("vit-small", small_checkpoint, export_dir)
@@ -131,7 +130,7 @@ def test_leftovers_of_interrupted_exports_are_removed(
 @pytest.mark.parametrize("module", ["onnx", "onnxscript"])
 def test_export_without_the_onnx_extra_says_what_to_install(module, small_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, module, None)
-    monkeypatch.setattr(pipeline, "load_model", fail("model loaded before the dependency check"))
+    monkeypatch.setattr(stages, "load_model", fail("model loaded before the dependency check"))
     with pytest.raises(
         MissingDependency, match=rf'^{module} is not installed: pip install "trt-metric3d\[onnx\]"$'
     ):
@@ -165,7 +164,7 @@ def regular_file(tmp_path) -> Path:
 
 
 def test_export_folder_under_a_file_is_reported_before_any_work(regular_file, small_checkpoint, monkeypatch):
-    monkeypatch.setattr(pipeline, "load_model", fail("model loaded for an unwritable folder"))
+    monkeypatch.setattr(stages, "load_model", fail("model loaded for an unwritable folder"))
     folder = regular_file / "export"
     with pytest.raises(WorkspaceError, match="--out") as raised:
         stages.exported_onnx("vit-small", small_checkpoint, folder)

@@ -93,9 +93,7 @@ def test_fp16_graph_really_is_half_precision(onnx_files):
 
 
 def test_export_is_cached_per_checkpoint(onnx_files, small_checkpoint, monkeypatch):
-    import trt_metric3d.export as export_module
-
-    monkeypatch.setattr(export_module, "export_onnx", lambda *a: pytest.fail("exported again"))
+    monkeypatch.setattr(stages, "export_onnx", lambda *a: pytest.fail("exported again"))
     again = stages.exported_onnx("vit-small", small_checkpoint, onnx_files[0].parent)
     assert again[:2] == onnx_files
 
