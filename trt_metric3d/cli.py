@@ -16,7 +16,9 @@ from .errors import InputError, Metric3DError
 from .export.quantize import CALIBRATION_DIR_ENV, default_calibration_dir
 from .model import BACKBONES
 from .processing import MAX_PIXELS, MAX_SIDE
-from .runtime.metric3d import BACKENDS, PRECISIONS
+from .runtime.metric3d import BACKENDS
+from .runtime.precision import BACKEND_PRECISIONS, PRECISIONS, check_backend_precision
+from .runtime.precision import DEFAULT_HELP as PRECISION_HELP
 from .serving.model_config import DEFAULT_QUEUE_DELAY_US
 
 DEBUG_ENV = "TRT_METRIC3D_DEBUG"
@@ -102,6 +104,9 @@ def _focal_option(ctx: click.Context, param: click.Parameter, value: float | Non
 )
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda or cuda:1.")
 @click.option(
+    "--precision", type=click.Choice(BACKEND_PRECISIONS["torch"]), default=None, help=PRECISION_HELP
+)
+@click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -116,6 +121,7 @@ def infer(
     fy: float | None,
     checkpoint: str | None,
     device: str,
+    precision: str | None,
     out_dir: Path,
     ply: bool,
 ) -> None:
@@ -139,7 +145,7 @@ def infer(
     writable_folder(out_dir, "choose another folder with --out")  # before the model loads
     names = result_names(images)
     failures: list[str] = []
-    with Metric3D(backbone, backend="torch", device=device, checkpoint=checkpoint) as runtime:
+    with Metric3D(backbone, "torch", precision, device, checkpoint) as runtime:
         click.echo(
             f"{backbone} ({runtime.backend}, {runtime.precision}, {runtime.device}): {len(images)} image(s)"
         )
@@ -214,7 +220,7 @@ def infer(
 @click.option("--fy", type=float, default=None, callback=_focal_option, help="[default: fx]")
 @click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp16 on CUDA]")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help=PRECISION_HELP)
 @click.option("--device", default=None, help="cpu or cuda [default: cuda if the cluster has GPUs].")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option(
@@ -334,7 +340,7 @@ def ray_job(
 @click.option("--max-frames", type=click.IntRange(1), default=None)
 @click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp16 on CUDA]")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help=PRECISION_HELP)
 @click.option("--device", default=None, help="torch device [default: cuda if available].")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.pass_context
@@ -462,7 +468,7 @@ def _parse_size(value: str) -> tuple[int, int]:
     "--precision",
     type=click.Choice(PRECISIONS),
     default=None,
-    help="[default: fp16 on CUDA, else fp32]",
+    help=PRECISION_HELP,
 )
 @click.option("--size", default="616x1064", show_default=True, help="Input image HxW.")
 @click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True)
@@ -756,7 +762,7 @@ def triton_repo(
 @main.command()
 @click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp16 on CUDA]")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help=PRECISION_HELP)
 @click.option("--device", default=None, help="torch device [default: cuda if available].")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option(
@@ -832,7 +838,7 @@ def _agreement(got: np.ndarray, expected: np.ndarray) -> tuple[float, float, flo
 @main.command()
 @click.option("--backbone", type=click.Choice(BACKBONES), default="vit-small", show_default=True)
 @click.option("--backend", type=click.Choice(["tensorrt", "onnxruntime", "torch"]), default="onnxruntime")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp16 on CUDA]")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help=PRECISION_HELP)
 @click.option("--device", default=None, help="torch device of the backend [default: cuda if available].")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option(
@@ -853,6 +859,9 @@ def check(
     """Compare a backend with PyTorch fp32 on the CPU: AbsRel, delta<1.25 and max error per output."""
     from .io import find_images, read_image
     from .runtime import Metric3D
+
+    if precision is not None:  # before the reference predictions
+        check_backend_precision(backend, precision)
 
     paths = list(image_paths) or [default_calibration_dir()]
     images = [(p.name, read_image(p)) for p in find_images(paths)]
@@ -889,6 +898,16 @@ def doctor() -> None:
         f"trt-metric3d {importlib.metadata.version('trt-metric3d')}, Python {platform.python_version()}"
     )
     click.echo(f"torch {torch.__version__}")
+    from .runtime.cpu import cpu_features
+
+    features = cpu_features()
+    click.echo(f"CPU: {features.summary()}")
+    bf16 = features.bf16_units
+    click.echo(
+        f"CPU precision by default: bf16 on {bf16} (torch backend)"
+        if bf16
+        else "CPU precision by default: fp32 (no bf16 units oneDNN may use: bf16 would be emulated)"
+    )
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability()
         click.echo(f"GPU: {torch.cuda.get_device_name()} (compute capability {major}.{minor})")
