@@ -11,6 +11,7 @@ import logging
 
 import torch
 
+from ..engine.pipeline import ENGINE_PRECISIONS
 from ..errors import InputError
 from ..export.quantize import PRECISIONS as QUANTIZED  # calibrated Q/DQ graphs
 from . import cpu
@@ -18,7 +19,7 @@ from . import cpu
 log = logging.getLogger("trt_metric3d")
 
 BACKEND_PRECISIONS = {
-    "tensorrt": ("fp16", *QUANTIZED),  # engines are built FP16 or quantized
+    "tensorrt": ENGINE_PRECISIONS,  # engines are built FP16 or quantized
     "onnxruntime": ("fp32", "fp16", *QUANTIZED),
     "torch": ("fp32", "fp16", "bf16"),  # autocast; PyTorch runs no Q/DQ graph
 }
