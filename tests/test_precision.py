@@ -133,10 +133,12 @@ def test_bf16_on_a_gpu_older_than_ampere_is_refused(monkeypatch, small_model):
         Metric3D(model=small_model, device="cuda", precision="bf16")
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
-def test_bf16_on_another_backend_names_torch(backend):
+@pytest.mark.parametrize(("backend", "device"), [("onnxruntime", "cpu"), ("tensorrt", "cuda")])
+def test_bf16_on_another_backend_names_torch(monkeypatch, backend, device):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # TensorRT's device, so that the
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # precision is the reason given
     with pytest.raises(InputError, match=f"precision 'bf16' runs on the torch backend, not {backend}: "):
-        Metric3D("vit-small", backend, "bf16", "cpu")
+        Metric3D("vit-small", backend, "bf16", device)
 
 
 def test_every_precision_has_a_backend():
@@ -176,3 +178,20 @@ def test_nodes_offer_bf16_and_auto_follows_the_units(fake_cpu):
     assert nodes.resolve_precision(cpu_device, "auto") == "fp32"
     assert nodes.resolve_precision(cpu_device, "bf16") == "bf16"
     assert nodes.resolve_precision(cpu_device, "fp16") == "fp32"
+
+
+def test_auto_opens_only_backends_that_run_the_precision(monkeypatch, small_model):
+    tried = []
+
+    def open_backend(self, name, compile, cuda_graph, build_progress):
+        tried.append(name)
+        return TorchBackend(small_model, torch.device("cpu"), "fp32")
+
+    monkeypatch.setattr(Metric3D, "_open", open_backend)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    Metric3D("vit-small", device="cuda", precision="bf16")
+    Metric3D("vit-small", device="cpu", precision="int8")
+    Metric3D("vit-small", device="cuda", precision="int8")
+    assert tried == ["torch", "onnxruntime", "tensorrt"]

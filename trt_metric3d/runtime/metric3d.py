@@ -152,6 +152,8 @@ class Metric3D:
         self.device = resolve_device(device)
         if model is not None and backend not in ("torch", "auto"):
             raise InputError(f"a PyTorch model runs on the torch backend, not {backend!r}")
+        if backend == "tensorrt" and self.device.type != "cuda":  # the first reason, whatever the precision
+            raise InputError(f"TensorRT runs on a CUDA GPU, and this runtime's device is {self.device}")
         runs_on = "torch" if model is not None else backend
         if precision is None:
             precision = default_precision(self.device, runs_on)
@@ -197,8 +199,6 @@ class Metric3D:
             from ..engine.pipeline import build
             from .tensorrt_backend import TensorRTBackend
 
-            if self.device.type != "cuda":
-                raise InputError(f"TensorRT runs on a CUDA GPU, and this runtime's device is {self.device}")
             engine = build(
                 self.backbone,
                 self._checkpoint,
