@@ -25,6 +25,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(RootAsFolder(), "trt-metric3d-root-as-folder")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpu_without_bf16_units():
+    """Every test sees the same default precision, fp32, on whatever CPU runs it: oneDNN is capped
+    below its bf16 units as a user would cap it (ONEDNN_MAX_CPU_ISA, inherited by the processes tests
+    start). Tests of the bf16 default fake the CPU themselves (test_precision.py)."""
+    from trt_metric3d.runtime import cpu
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
+        cpu.cpu_features.cache_clear()
+        yield
+    cpu.cpu_features.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def small_state_dict() -> dict:
     """vit-small synthetic weights (seed 1), as torch tensors."""

@@ -213,7 +213,9 @@ def test_cuda_index_beyond_the_gpus_names_the_count(monkeypatch):
 
 
 def test_other_runtime_arguments(small_model):
-    with pytest.raises(InputError, match="unknown precision 'int4': choose one of fp16, fp32, int8, fp8"):
+    with pytest.raises(
+        InputError, match="unknown precision 'int4': choose one of fp16, fp32, bf16, int8, fp8"
+    ):
         Metric3D(model=small_model, device="cpu", precision="int4")
     with pytest.raises(InputError, match="'fp8' runs on the tensorrt and onnxruntime backends, not torch"):
         Metric3D(model=small_model, device="cpu", precision="fp8")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .choices import BACKENDS, ENGINE_PRECISIONS, PRECISIONS
+from .choices import BACKENDS, ENGINE_PRECISIONS, PRECISION_HELP, PRECISIONS
 from .errors import InputError, Metric3DError
 from .model import BACKBONES
 from .serving.model_config import DEFAULT_QUEUE_DELAY_US
@@ -117,7 +117,7 @@ _CHECKPOINT_OPTION = click.option(
     help="Official .pth file [default: $METRIC3D_CHECKPOINT_DIR, then Hugging Face].",
 )
 _PRECISION_OPTION = click.option(
-    "--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp16 on CUDA, else fp32]"
+    "--precision", type=click.Choice(PRECISIONS), default=None, help=PRECISION_HELP
 )
 _DEVICE_OPTION = click.option(
     "--device",
@@ -960,6 +960,10 @@ def check(
     from .io import find_images, read_image
     from .results import result_names
     from .runtime import Metric3D
+    from .runtime.precision import check_backend_precision
+
+    if precision is not None:  # before the reference predictions
+        check_backend_precision(backend, precision)
 
     paths = list(image_paths) or [default_calibration_dir()]
     files = find_images(paths)
@@ -999,6 +1003,16 @@ def doctor() -> None:
         f"trt-metric3d {importlib.metadata.version('trt-metric3d')}, Python {platform.python_version()}"
     )
     click.echo(f"torch {torch.__version__}")
+    from .runtime.cpu import cpu_features
+
+    features = cpu_features()
+    click.echo(f"CPU: {features.summary()}")
+    bf16 = features.bf16_units
+    click.echo(
+        f"CPU precision by default: bf16 on {bf16} (torch backend)"
+        if bf16
+        else "CPU precision by default: fp32 (no bf16 units oneDNN may use: bf16 would be emulated)"
+    )
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability()
         click.echo(f"GPU: {torch.cuda.get_device_name()} (compute capability {major}.{minor})")

@@ -20,6 +20,7 @@ from ..export.quantize import (
 )  # TensorRT or ONNX Runtime; PyTorch runs its own precision instead
 from ..model import BACKBONES
 from ..runtime import Metric3D
+from ..runtime.precision import default_precision
 from .host import (
     ManagedModel,
     ManagedRuntime,
@@ -37,7 +38,7 @@ log = logging.getLogger("trt_metric3d")
 MAX_RESOLUTION = 16384  # ComfyUI's / controlnet_aux's limit
 CATEGORY = "ControlNet Preprocessors/Normal and Depth Estimators"
 BACKENDS = ("auto", "torch", "tensorrt", "onnxruntime")
-PRECISIONS = ("auto", "fp32", "fp16", *QUANTIZED)
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", *QUANTIZED)
 CHUNK = 4  # images per forward: memory stays bounded; the default engine profile's max batch
 BUILD_STEPS = 100  # progress-bar resolution while an engine is built
 
@@ -56,11 +57,13 @@ def managed_model(backbone: str) -> ManagedModel:
 
 
 def resolve_precision(device: torch.device, precision: str) -> str:
-    """int8 / fp8 as asked; else fp16 on CUDA unless fp32 is asked for; always fp32 on the CPU (fp16 is
-    slower there)."""
-    if precision in QUANTIZED:
-        return precision
-    return "fp16" if device.type == "cuda" and precision in ("auto", "fp16") else "fp32"
+    """fp32, bf16, int8 and fp8 as asked; "auto": PyTorch's default here (fp16 on CUDA, bf16 on a CPU
+    with bf16 units, else fp32); fp16 on CUDA only (slower than fp32 on the CPU)."""
+    if precision == "auto":
+        return default_precision(device, "torch")
+    if precision == "fp16":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return precision
 
 
 def accelerated_runtime(

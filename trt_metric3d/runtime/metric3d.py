@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from ..choices import BACKENDS, PRECISIONS
+from ..choices import BACKENDS
 from ..choices import QUANTIZED_PRECISIONS as QUANTIZED  # calibrated Q/DQ graphs: TensorRT and ONNX Runtime
 from ..engine.builder import BuildProgress, print_progress
 from ..errors import BackendUnavailable, InputError
@@ -28,12 +28,19 @@ from .batching import (
     to_metric_images,
     to_predictions,
 )
+from .precision import (
+    backends_running,
+    check_backend_precision,
+    check_bf16_device,
+    default_precision,
+)
 from .stream import FrameStream
 
 log = logging.getLogger("trt_metric3d")
 
-# What "auto" tries on a GPU, fastest first; PyTorch always works and ends the list.
+# What "auto" tries on a GPU, fastest first, among those that run the precision; PyTorch always works.
 AUTO_ORDER_CUDA = ("tensorrt", "onnxruntime", "torch")
+AUTO_ORDER_CPU = ("torch", "onnxruntime")  # the first that runs the precision (ONNX Runtime: int8 / fp8)
 
 
 # Devices besides cpu and cuda that the torch backend runs on, when this torch sees them.
@@ -119,9 +126,12 @@ class Metric3D:
         the built-in backends' are). "auto": on a GPU, TensorRT, then ONNX Runtime's CUDA provider,
         then PyTorch (the first that is installed and works; the log says which and why others were
         skipped); PyTorch on the CPU.
-        precision: "fp16" (default on CUDA) or "fp32" (default on CPU); "int8" or "fp8" (TensorRT and
-        ONNX Runtime): the ViT encoder quantized, calibrated once on the photos in `calibration`
-        (default: the bundled calibration/ photos), the rest FP16 (TensorRT) or FP32 (ONNX Runtime).
+        precision: "fp16" (default on CUDA), "fp32" or "bf16" (PyTorch autocast: on Ampere or newer
+        GPUs, and on CPUs with AMX-BF16 or AVX512-BF16 units, where it is the default for PyTorch;
+        see runtime/precision.py); "int8" or "fp8" (TensorRT and ONNX Runtime): the ViT encoder
+        quantized, calibrated once on the photos in `calibration` (default: the bundled calibration/
+        photos), the rest FP16 (TensorRT) or FP32 (ONNX Runtime). A `Backend` object runs in what it
+        runs in: precision only names it (default fp32).
         checkpoint: official .pth path (default: METRIC3D_CHECKPOINT_DIR, HF cache, download).
         compile: torch.compile the PyTorch network.
         model: an already-loaded PyTorch network to run (torch backend); skips checkpoint loading.
@@ -143,15 +153,17 @@ class Metric3D:
             backbone = next((name for name, cfg in CONFIGS.items() if cfg == model_cfg), backbone)
         self.backbone = backbone
         self.device = resolve_device(device)
+        if model is not None and backend not in ("torch", "auto"):
+            raise InputError(f"a PyTorch model runs on the torch backend, not {backend!r}")
+        if backend == "tensorrt" and self.device.type != "cuda":  # the first reason, whatever the precision
+            raise InputError(f"TensorRT runs on a CUDA GPU, and this runtime's device is {self.device}")
+        # what runs the network: a Backend object runs in what it runs in (the precision only names it)
+        runs_on = "torch" if model is not None else backend if isinstance(backend, str) else None
         if precision is None:
-            precision = "fp16" if self.device.type == "cuda" else "fp32"
-        if precision not in PRECISIONS:
-            raise InputError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-        if precision in QUANTIZED and (backend == "torch" or model is not None):
-            raise InputError(
-                f"precision {precision!r} runs on the tensorrt and onnxruntime backends, not torch: "
-                "choose one of those, or precision 'fp16' / 'fp32'"
-            )
+            precision = default_precision(self.device, runs_on) if runs_on is not None else "fp32"
+        check_backend_precision(runs_on or "auto", precision)
+        if precision == "bf16":
+            check_bf16_device(self.device)
         self.precision = precision
         self._calibration = calibration
         self._checkpoint = checkpoint
@@ -163,8 +175,6 @@ class Metric3D:
         if not isinstance(backend, str):
             self._backend = check_backend(backend)
         elif model is not None:
-            if backend not in ("torch", "auto"):
-                raise InputError(f"a PyTorch model runs on the torch backend, not {backend!r}")
             self._backend = self._torch(model, compile)
         elif backend != "auto":
             self._backend = self._open(backend, compile, cuda_graph, build_progress)
@@ -177,11 +187,10 @@ class Metric3D:
         return self._backend.name
 
     def _open_auto(self, compile: bool, cuda_graph: bool, build_progress: BuildProgress):
-        order = AUTO_ORDER_CUDA if self.device.type == "cuda" else ("torch",)
-        if self.precision in QUANTIZED:  # PyTorch runs no Q/DQ graph; ONNX Runtime does, also on the CPU
-            order = ("tensorrt", "onnxruntime") if self.device.type == "cuda" else ("onnxruntime",)
-        elif self.precision != "fp16":
-            order = tuple(name for name in order if name != "tensorrt")  # engines are FP16 or quantized
+        runs = backends_running(self.precision)
+        order = [name for name in AUTO_ORDER_CUDA if name in runs]
+        if self.device.type != "cuda":
+            order = [next(name for name in AUTO_ORDER_CPU if name in runs)]
         for name in order[:-1]:
             try:
                 return self._open(name, compile, cuda_graph, build_progress)
@@ -195,12 +204,6 @@ class Metric3D:
             from ..engine.pipeline import build
             from .tensorrt_backend import TensorRTBackend
 
-            if self.device.type != "cuda":
-                raise InputError(f"TensorRT runs on a CUDA GPU, and this runtime's device is {self.device}")
-            if self.precision == "fp32":
-                raise InputError(
-                    "TensorRT engines are built in FP16, INT8 or FP8; choose one of those or another backend"
-                )
             engine = build(
                 self.backbone,
                 self._checkpoint,

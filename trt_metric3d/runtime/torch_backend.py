@@ -1,4 +1,5 @@
-"""PyTorch backend: fp32, or fp16 autocast (LayerNorm, softmax and sums stay fp32), optional compile.
+"""PyTorch backend: fp32, or fp16 / bf16 autocast (LayerNorm, softmax and sums stay fp32), optional
+compile. bf16 runs on the CPU too, through oneDNN (AMX / AVX512-BF16 units, see runtime/cpu.py).
 
 With `cuda_graph=True` (CUDA only) the whole call (normalisation, network, casts) is captured once per
 input shape as a CUDA graph and replayed: the network launches hundreds of small kernels (attention
@@ -18,6 +19,8 @@ from ..model import Metric3DOutput
 from ..processing import MEAN, STD
 
 log = logging.getLogger("trt_metric3d")
+
+AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,10 @@ class TorchBackend:
         compile: bool = False,
         cuda_graph: bool = False,
     ):
-        if precision not in ("fp32", "fp16"):
-            raise InputError(f"torch backend precision must be fp32 or fp16, got {precision!r}")
+        if precision not in AUTOCAST_DTYPES:
+            raise InputError(
+                f"torch backend precision must be one of {', '.join(AUTOCAST_DTYPES)}, got {precision!r}"
+            )
         if precision == "fp16" and device.type == "cpu":
             raise InputError(
                 "fp16 on the CPU is slower than fp32 and not supported here; use precision='fp32'"
@@ -75,7 +80,8 @@ class TorchBackend:
 
     def _eager(self, pixels: torch.Tensor) -> Metric3DOutput:
         x = (pixels - self.mean) / self.std
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.precision == "fp16"):
+        dtype = AUTOCAST_DTYPES[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype or torch.float16, enabled=dtype is not None):
             out = self.forward(x)
         return Metric3DOutput(*(t.float() for t in out))
 
