@@ -153,8 +153,13 @@ def test_the_commands_offer_bf16(command):
 def test_infer_refuses_a_precision_torch_cannot_run(tmp_path):
     image = tmp_path / "a.png"
     image.write_bytes(b"")
-    result = CliRunner().invoke(main, ["infer", str(image), "--precision", "int8"])
-    assert result.exit_code == 2 and "'int8' is not one of 'fp32', 'fp16', 'bf16'" in result.output
+    args = ["infer", str(image), "--backend", "torch", "--precision", "int8", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: precision 'int8' runs on the tensorrt and onnxruntime backends, not torch: choose one of "
+        "those, or precision fp32 / fp16 / bf16"
+    )
 
 
 def test_check_refuses_bf16_on_onnxruntime_before_any_work():
