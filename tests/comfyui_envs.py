@@ -158,23 +158,23 @@ def manager_install(python: Path, pack: Path) -> list[str]:
 def comfyui_layers(comfyui_dir: Path) -> list[Path]:
     """site-packages folders that hold ComfyUI's requirements, to layer under a fresh venv: those of
     $COMFYUI_PYTHON's environment when set, else of a venv built once from the checkout's
-    requirements.txt on this environment's torch (pinned, so that pip picks the matching torchvision
-    and torchaudio instead of replacing torch)."""
+    requirements.txt with this environment's torch version from PyPI. (A CPU-only torch build will
+    not do: ComfyUI imports torchvision, whose PyPI wheels need the CUDA build of torch; the CUDA
+    build runs on the CPU too. So pip runs here without this machine's pip configuration, which may
+    point at local CPU wheels.)"""
     if os.environ.get("COMFYUI_PYTHON"):
         return site_packages(Path(os.environ["COMFYUI_PYTHON"]))
     requirements = (comfyui_dir / "requirements.txt").read_text()
-    torch = torch_layer()
-    key = hashlib.sha256(f"{requirements}|{torch}".encode()).hexdigest()[:12]
-    env = cache_root() / f"comfyui-{key}"
+    torch = f"torch=={metadata.version('torch').split('+')[0]}"
+    env = cache_root() / f"comfyui-{hashlib.sha256(f'{requirements}|{torch}'.encode()).hexdigest()[:12]}"
     with FileLock(str(env) + ".lock"):
         if not (env / "ready").is_file():
-            python = fresh_venv(env, [torch])
-            (env / "constraints.txt").write_text(f"torch=={metadata.version('torch')}\n")
-            command = [python, "-m", "pip", "install", "-q", "-r", comfyui_dir / "requirements.txt"]
-            result = subprocess.run(
-                [*map(str, command), "-c", str(env / "constraints.txt")], capture_output=True, text=True
-            )
+            python = fresh_venv(env, [])
+            pip_env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"}
+            pip_env["PIP_CONFIG_FILE"] = os.devnull
+            command = [python, "-m", "pip", "install", "-q", torch, "-r", comfyui_dir / "requirements.txt"]
+            result = subprocess.run(list(map(str, command)), capture_output=True, text=True, env=pip_env)
             if result.returncode != 0:
                 pytest.skip(f"could not install ComfyUI's requirements (offline?): {result.stderr[-300:]}")
             (env / "ready").touch()
-    return [*(p for p in site_packages(python_in(env)) if p.is_relative_to(env)), torch]
+    return [p for p in site_packages(python_in(env)) if p.is_relative_to(env)]

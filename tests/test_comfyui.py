@@ -323,7 +323,7 @@ def test_engine_is_built_on_first_use_with_a_progress_bar(comfyui, small_model, 
 def test_detector_has_controlnet_aux_contract(pack, small_checkpoint, coffee_image):
     from PIL import Image
 
-    detector_module = sys.modules["trt_metric3d_custom_nodes.trt_metric3d.comfyui.detector"]
+    detector_module = importlib.import_module("trt_metric3d_custom_nodes.trt_metric3d.comfyui.detector")
     detector = detector_module.Metric3DDetector.from_pretrained(
         str(small_checkpoint.parent), filename="metric_depth_vit_small_800k.pth"
     ).to("cpu")

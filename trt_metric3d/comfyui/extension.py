@@ -44,29 +44,31 @@ def _preprocessor_schema(node_id: str, display_name: str) -> io.Schema:
     )
 
 
-class DepthMapPreprocessor(io.ComfyNode):
+class _ControlNetMap(io.ComfyNode):
+    """The original preprocessor node: one of the two node images (OUTPUT: 0 depth, 1 normal)."""
+
+    NODE_ID = DISPLAY_NAME = ""
+    OUTPUT = 0
+
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return _preprocessor_schema("Metric3D-DepthMapPreprocessor", "Metric3D Depth Map")
+        return _preprocessor_schema(cls.NODE_ID, cls.DISPLAY_NAME)
 
     @classmethod
     def execute(
         cls, image, backbone="vit-small", fx=1000, fy=1000, resolution=512, backend="auto", precision="auto"
     ) -> io.NodeOutput:
         # fx, fy are accepted for workflow compatibility; the original's images do not depend on them.
-        return io.NodeOutput(nodes.controlnet_maps(image, 0, backbone, resolution, backend, precision))
+        maps = nodes.controlnet_maps(image, cls.OUTPUT, backbone, resolution, backend, precision)
+        return io.NodeOutput(maps)
 
 
-class NormalMapPreprocessor(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return _preprocessor_schema("Metric3D-NormalMapPreprocessor", "Metric3D Normal Map")
+class DepthMapPreprocessor(_ControlNetMap):
+    NODE_ID, DISPLAY_NAME, OUTPUT = "Metric3D-DepthMapPreprocessor", "Metric3D Depth Map", 0
 
-    @classmethod
-    def execute(
-        cls, image, backbone="vit-small", fx=1000, fy=1000, resolution=512, backend="auto", precision="auto"
-    ) -> io.NodeOutput:
-        return io.NodeOutput(nodes.controlnet_maps(image, 1, backbone, resolution, backend, precision))
+
+class NormalMapPreprocessor(_ControlNetMap):
+    NODE_ID, DISPLAY_NAME, OUTPUT = "Metric3D-NormalMapPreprocessor", "Metric3D Normal Map", 1
 
 
 class MetricDepth(io.ComfyNode):
