@@ -111,6 +111,8 @@ def fresh_venv(env: Path, layers: list[Path]) -> Path:
     python = python_in(env)
     purelib = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
     (Path(purelib) / "zz_layers.pth").write_text("".join(f"{layer}\n" for layer in layers))
+    if layers:  # the venv's own old setuptools would hide the one the layers' torch asks for
+        run([python, "-m", "pip", "uninstall", "-q", "-y", "setuptools"])
     return python
 
 
@@ -172,7 +174,9 @@ def comfyui_layers(comfyui_dir: Path) -> list[Path]:
             python = fresh_venv(env, [])
             pip_env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"}
             pip_env["PIP_CONFIG_FILE"] = os.devnull
-            command = [python, "-m", "pip", "install", "-q", torch, "-r", comfyui_dir / "requirements.txt"]
+            # ComfyUI 0.3.64 imports requests without listing it (other packages used to bring it).
+            requirements_txt = comfyui_dir / "requirements.txt"
+            command = [python, "-m", "pip", "install", "-q", torch, "requests", "-r", requirements_txt]
             result = subprocess.run(list(map(str, command)), capture_output=True, text=True, env=pip_env)
             if result.returncode != 0:
                 pytest.skip(f"could not install ComfyUI's requirements (offline?): {result.stderr[-300:]}")
