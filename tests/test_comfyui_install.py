@@ -56,6 +56,17 @@ def test_a_fresh_machine_gets_what_the_readme_command_needs(tmp_path, torch_laye
     assert depth.shape == (100, 150) and np.isfinite(depth).all() and depth.min() > 0
 
 
+def test_manager_style_install_adds_opencv_where_there_is_none(tmp_path, torch_layer):
+    python = envs.fresh_venv(tmp_path / "venv", [torch_layer])
+    pack = envs.copy_of_the_repository(tmp_path / "custom_nodes" / "trt-metric3d")
+    envs.manager_install(python, pack)
+    after = envs.opencv_and_onnxruntime(python)
+    print(f"\nfresh venv, Manager-style: before [], after {after}")
+    assert [line.split("==")[0] for line in after] == ["opencv-python-headless"]
+    envs.run([python, "-m", "pip", "check"])
+    envs.run([python, "-c", "import cv2, huggingface_hub, filelock, PIL"], cwd=tmp_path)
+
+
 NODE_ON_ONNXRUNTIME = textwrap.dedent(
     """
     import sys, numpy as np, torch, cv2, onnxruntime

@@ -245,22 +245,31 @@ def to_api(workflow: dict, object_info: dict) -> dict:
     return prompt
 
 
-def up_to_the_pack(prompt: dict, object_info: dict) -> dict:
-    """The pack's nodes, what feeds them, and the output nodes fed only by those: the preprocessor
-    part of a workflow that goes on to models the test does not have."""
+def without_missing_models(prompt: dict, object_info: dict) -> dict:
+    """The workflow less the nodes that name a file this ComfyUI lacks (a checkpoint, a ControlNet:
+    a combo value not among its options) and what they feed: for the ControlNet workflow, the part
+    up to the preprocessor's output."""
 
-    def sources(key):
-        return [v[0] for v in prompt[key]["inputs"].values() if isinstance(v, list)]
+    def lacks_a_file(node: dict) -> bool:
+        info = object_info[node["class_type"]]["input"]
+        specs = {**info["required"], **info.get("optional", {})}
+        for name, value in node["inputs"].items():
+            kind, options = specs[name][0], (specs[name][1] if len(specs[name]) > 1 else {})
+            choices = kind if isinstance(kind, list) else options.get("options") if kind == "COMBO" else None
+            if choices is not None and not isinstance(value, list) and value not in choices:
+                return True
+        return False
 
-    keep, todo = set(), [k for k, n in prompt.items() if n["class_type"] in PACK_NODES]
-    while todo:
-        key = todo.pop()
-        if key not in keep:
-            keep.add(key)
-            todo += sources(key)
-    outputs = {k for k, n in prompt.items() if object_info[n["class_type"]]["output_node"] and k not in keep}
-    keep |= {k for k in outputs if all(s in keep for s in sources(k))}
-    return {k: prompt[k] for k in keep}
+    dropped = {key for key, node in prompt.items() if lacks_a_file(node)}
+    while True:
+        fed = {
+            key
+            for key, node in prompt.items()
+            if any(isinstance(v, list) and v[0] in dropped for v in node["inputs"].values())
+        }
+        if fed <= dropped:
+            return {key: node for key, node in prompt.items() if key not in dropped}
+        dropped |= fed
 
 
 def check_links(workflow: dict, object_info: dict) -> None:
@@ -285,7 +294,7 @@ def test_example_workflows_run(comfyui, tmp_path):
         for node in workflow["nodes"]:  # the user's own files here
             if node["type"] in ("LoadImage", "LoadVideo"):
                 node["widgets_values"][0] = "coffee.png" if node["type"] == "LoadImage" else "clip.mp4"
-        prompts[name] = up_to_the_pack(to_api(workflow, comfyui.info), comfyui.info)
+        prompts[name] = without_missing_models(to_api(workflow, comfyui.info), comfyui.info)
     assert "KSampler" not in json.dumps(prompts["metric3d_depth_for_controlnet"])
     results = run_prompts(comfyui, prompts, tmp_path)
 
@@ -314,7 +323,7 @@ def test_saved_ui_workflow_of_the_original_runs(comfyui, tmp_path):
             node["widgets_values"] = ["vit-small", 1000, 1000, 256]
         if node["type"] == "LoadImage":
             node["widgets_values"][0] = "coffee.png"
-    prompt = up_to_the_pack(to_api(workflow, comfyui.info), comfyui.info)
+    prompt = without_missing_models(to_api(workflow, comfyui.info), comfyui.info)
     (result,) = run_prompts(comfyui, {"original UI workflow": prompt}, tmp_path).values()
     (depth,) = saved_images(comfyui, result["outputs"], "3")
     assert min(depth.shape[:2]) == 256
