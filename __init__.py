@@ -1,5 +1,8 @@
-"""ComfyUI entry point: clone this repository into ComfyUI/custom_nodes/ to get the Metric3D nodes."""
+"""ComfyUI entry point: clone this repository into ComfyUI/custom_nodes/ to get the Metric3D nodes.
 
-from .trt_metric3d.comfyui import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+ComfyUI (0.3.64 and later) loads V3 node packs through `comfy_entrypoint`.
+"""
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+from .trt_metric3d.comfyui.extension import comfy_entrypoint
+
+__all__ = ["comfy_entrypoint"]

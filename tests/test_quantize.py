@@ -195,7 +195,7 @@ def test_cli_and_nodes_offer_int8_and_fp8():
     for command in ("build", "export", "check", "bench"):
         help_text = CliRunner().invoke(main, [command, "--help"]).output
         assert "int8" in help_text and "fp8" in help_text, command
-    assert {"int8", "fp8"} <= set(nodes.runtime_inputs()["precision"][0])
+    assert {"int8", "fp8"} <= set(nodes.PRECISIONS)
     assert nodes.resolve_precision(torch.device("cpu"), "int8") == "int8"
 
 

@@ -88,6 +88,13 @@ class SteadyDepthPreview:
         return depth_preview(depth, self.inverse_range)
 
 
+def depth_millimetres(depth: np.ndarray) -> tuple[np.ndarray, int]:
+    """(uint16 millimetres, how many pixels lie beyond 65.535 m and were stored as 65535)."""
+    millimetres = np.rint(depth * 1000)
+    clipped = int(np.count_nonzero(millimetres > MAX_DEPTH_MM))
+    return np.clip(millimetres, 0, MAX_DEPTH_MM).astype(np.uint16), clipped
+
+
 @dataclass(frozen=True)
 class WrittenResult:
     files: list[Path]
@@ -99,12 +106,11 @@ def write_result_set(
 ) -> WrittenResult:
     """<name>_depth.npy (float32 metres), _depth.png (uint16 millimetres), _depth_preview.png, _normal.png,
     and <name>.ply when a point cloud is given."""
-    millimetres = np.rint(prediction.depth * 1000)
-    clipped = int(np.count_nonzero(millimetres > MAX_DEPTH_MM))
+    millimetres, clipped = depth_millimetres(prediction.depth)
     npy, png, preview, normal, *ply = result_files(folder, name, point_cloud is not None)
     files = [
         write_npy(npy, prediction.depth),
-        write_png(png, np.clip(millimetres, 0, MAX_DEPTH_MM).astype(np.uint16)),
+        write_png(png, millimetres),
         write_png(preview, depth_preview(prediction.depth)),
         write_png(normal, normal_to_image(prediction.normal)),
     ]

@@ -1,6 +1,2 @@
-"""ComfyUI node pack (loaded through the repository root's `__init__.py`)."""
-
-from . import detector
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "detector"]
+"""ComfyUI node pack: `extension` (the V3 nodes, loaded through the repository root's `__init__.py`),
+`nodes` (what they do), `host` (what they use of ComfyUI), `detector` (controlnet_aux's class)."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..checkpoint import HF_REPO, checkpoint_filename, load_model
+from ..checkpoint import HF_REPO, checkpoint_filename, load_model, resolve_checkpoint
 
 if TYPE_CHECKING:
     from ..runtime import Metric3D
@@ -80,6 +80,12 @@ def download_checkpoint(backbone: str) -> Path | None:
     return Path(huggingface_hub.hf_hub_download(HF_REPO, checkpoint_filename(backbone), local_dir=target))
 
 
+def node_checkpoint(backbone: str) -> Path:
+    """The checkpoint the nodes load: models/metric3d, controlnet_aux's download, a download into
+    models/metric3d; outside ComfyUI, the package's own resolution."""
+    return find_checkpoint(backbone) or download_checkpoint(backbone) or resolve_checkpoint(backbone)
+
+
 def models_subfolder(*parts: str) -> Path | None:
     """models/<parts> inside ComfyUI; None outside (the package's own cache folders are used)."""
     if folder_paths is None:
@@ -99,6 +105,7 @@ class ManagedModel:
 
     network: torch.nn.Module
     patcher: object | None
+    checkpoint: Path
 
     def ready(self) -> torch.nn.Module:
         """The network on the compute device (ComfyUI frees other models first if needed)."""
@@ -108,14 +115,14 @@ class ManagedModel:
 
 
 def load_managed(backbone: str) -> ManagedModel:
-    checkpoint = find_checkpoint(backbone) or download_checkpoint(backbone)
+    checkpoint = node_checkpoint(backbone)
     network = load_model(backbone, checkpoint)  # on the CPU; ComfyUI moves it when used
     if model_management is None:
-        return ManagedModel(network.to(torch_device()), None)
+        return ManagedModel(network.to(torch_device()), None, checkpoint)
     patcher = model_patcher.ModelPatcher(
         network, load_device=torch_device(), offload_device=model_management.unet_offload_device()
     )
-    return ManagedModel(network, patcher)
+    return ManagedModel(network, patcher, checkpoint)
 
 
 class Metric3DRuntimeHandle(torch.nn.Module):
@@ -163,6 +170,19 @@ class ManagedRuntime:
 
 def _free_device_memory(device: torch.device) -> int:
     return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+
+
+def save_folder(filename_prefix: str, width: int, height: int) -> tuple[Path, str, int, str]:
+    """(folder, file name stem, first free counter, subfolder) for files saved under ComfyUI's output
+    directory, as SaveImage names them; outside ComfyUI, the current directory."""
+    if folder_paths is None:
+        folder = Path.cwd() / Path(filename_prefix).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder, Path(filename_prefix).name, 1, str(Path(filename_prefix).parent)
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+        filename_prefix, folder_paths.get_output_directory(), width, height
+    )
+    return Path(folder), name, counter, subfolder
 
 
 class Progress:

@@ -1,35 +1,37 @@
-"""ComfyUI nodes: drop-in replacements for comfyui_controlnet_aux's Metric3D nodes, plus metric depth.
+"""What the ComfyUI nodes do, without ComfyUI's node API (that is `extension.py`).
 
-The two preprocessor nodes keep the original IDs, inputs (same order, defaults and limits) and
-outputs, so saved workflows load unchanged; unlike the original, the model is loaded once and kept
-(ComfyUI may offload it), and a batch runs in chunks of several images per forward. The optional
-`backend` input picks TensorRT (engine built on first use, with a progress bar), ONNX Runtime or
-PyTorch; "auto" is TensorRT on a GPU where installed, else PyTorch.
+Unlike comfyui_controlnet_aux's nodes, the model is loaded once and kept (ComfyUI may offload it),
+and a batch runs in chunks of several images per forward. The optional `backend` input picks
+TensorRT (engine built on first use, with a progress bar), ONNX Runtime or PyTorch; "auto" is
+TensorRT on a GPU where installed, else PyTorch. Each runtime says once in the log which backend,
+precision and model file it runs; one that cannot open says why and that PyTorch runs instead.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..annotator import runtime_controlnet_maps
-from ..export.quantize import (
-    PRECISIONS as QUANTIZED,
-)  # TensorRT or ONNX Runtime; PyTorch runs its own precision instead
-from ..model import BACKBONES
+from ..choices import QUANTIZED_PRECISIONS as QUANTIZED  # TensorRT or ONNX Runtime; PyTorch: its own
+from ..engine import pipeline
+from ..errors import Metric3DError
+from ..io import write_npy, write_png
+from ..results import depth_millimetres, depth_preview
 from ..runtime import Metric3D
 from ..runtime.precision import default_precision
 from .host import (
     ManagedModel,
     ManagedRuntime,
     Progress,
-    download_checkpoint,
-    find_checkpoint,
     load_managed,
     models_subfolder,
+    node_checkpoint,
     register_model_folder,
+    save_folder,
     torch_device,
 )
 
@@ -84,8 +86,12 @@ def accelerated_runtime(
     key = (backbone, backend, precision, str(device))
     if key not in _accelerated:
         register_model_folder()
-        checkpoint = find_checkpoint(backbone) or download_checkpoint(backbone)
+        checkpoint = node_checkpoint(backbone)
         progress = Progress(BUILD_STEPS)
+        folders = {
+            "engine_dir": models_subfolder("tensorrt", "metric3d"),
+            "export_dir": models_subfolder("metric3d", "onnx"),
+        }
 
         def open_runtime() -> Metric3D:
             return Metric3D(
@@ -93,21 +99,49 @@ def accelerated_runtime(
                 backend=backend,
                 precision=precision,
                 device=device,
-                checkpoint=str(checkpoint) if checkpoint else None,
+                checkpoint=str(checkpoint),
                 build_progress=progress.show_build,
-                engine_dir=models_subfolder("tensorrt", "metric3d"),
-                export_dir=models_subfolder("metric3d", "onnx"),
+                **folders,
             )
 
         try:
             _accelerated[key] = ManagedRuntime(open_runtime)
-        # Not installed, no GPU or CUDA provider, fp32 asked of an FP16 engine, build failed.
-        except (ImportError, RuntimeError, ValueError) as e:
+            model_file = runtime_file(backbone, backend, precision, checkpoint, **folders)
+        # Not installed, no GPU or CUDA provider, fp32 asked of an FP16 engine, build or load failed.
+        except (Metric3DError, ImportError, RuntimeError, ValueError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             log.warning(
-                "Metric3D: the %s backend is not available, the nodes use PyTorch instead: %s", backend, e
+                "Metric3D: the %s backend could not be opened (%s); the nodes fall back to PyTorch",
+                backend,
+                reason,
             )
             _accelerated[key] = None
+        else:
+            say_what_runs(backbone, backend, precision, device, model_file)
     return _accelerated[key]
+
+
+def runtime_file(
+    backbone: str,
+    backend: str,
+    precision: str,
+    checkpoint: Path,
+    engine_dir: Path | None,
+    export_dir: Path | None,
+) -> Path:
+    """The engine or ONNX file an opened runtime runs: the cache entry it opened, found again."""
+    if backend == "tensorrt":
+        return pipeline.build(
+            backbone, checkpoint, engine_dir=engine_dir, export_dir=export_dir, precision=precision
+        )
+    if precision in QUANTIZED:
+        return pipeline.quantized_onnx(backbone, precision, checkpoint, export_dir)[0]
+    fp32, fp16, _ = pipeline.exported_onnx(backbone, checkpoint, export_dir)
+    return fp16 if precision == "fp16" else fp32
+
+
+def say_what_runs(backbone: str, backend: str, precision: str, device: torch.device, file: Path) -> None:
+    log.info("Metric3D nodes: %s on %s, %s, %s, running %s", backbone, backend, precision, device, file)
 
 
 def node_runtime(backbone: str, backend: str, precision: str) -> Metric3D:
@@ -124,28 +158,8 @@ def node_runtime(backbone: str, backend: str, precision: str) -> Metric3D:
         if torch_precision != precision:  # said once: PyTorch runs no Q/DQ graph
             log.warning("Metric3D: PyTorch runs in %s, not %s", torch_precision, precision)
         _on_managed_model[key] = Metric3D(model=network, device=device, precision=torch_precision)
+        say_what_runs(backbone, "torch", torch_precision, device, managed_model(backbone).checkpoint)
     return _on_managed_model[key]
-
-
-def preprocessor_inputs() -> dict:
-    """The original nodes' inputs, in their order, then ours."""
-    return {
-        "required": {"image": ("IMAGE",)},
-        "optional": {
-            "backbone": (list(BACKBONES), {"default": "vit-small"}),
-            "fx": ("INT", {"default": 1000, "min": 1, "max": MAX_RESOLUTION, "step": 1}),
-            "fy": ("INT", {"default": 1000, "min": 1, "max": MAX_RESOLUTION, "step": 1}),
-            "resolution": ("INT", {"default": 512, "min": 64, "max": MAX_RESOLUTION, "step": 64}),
-            **runtime_inputs(),
-        },
-    }
-
-
-def runtime_inputs() -> dict:
-    return {
-        "backend": (list(BACKENDS), {"default": "auto"}),
-        "precision": (list(PRECISIONS), {"default": "auto"}),
-    }
 
 
 def run_maps(
@@ -166,78 +180,44 @@ def to_image_batch(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images).astype(np.float32) / 255.0)
 
 
-class _ControlNetMap:
-    """The original preprocessor node: one of the two node images (OUTPUT: 0 depth, 1 normal)."""
-
-    OUTPUT = 0
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "execute"
-    CATEGORY = CATEGORY
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return preprocessor_inputs()
-
-    def execute(
-        self, image, backbone="vit-small", fx=1000, fy=1000, resolution=512, backend="auto", precision="auto"
-    ):
-        # fx, fy are accepted for workflow compatibility; the original's images do not depend on them.
-        maps = run_maps(image, backbone, resolution, backend, precision)
-        return (to_image_batch([pair[self.OUTPUT] for pair in maps]),)
-
-
-class Metric3D_Depth_Map_Preprocessor(_ControlNetMap):
-    OUTPUT = 0
-
-
-class Metric3D_Normal_Map_Preprocessor(_ControlNetMap):
-    OUTPUT = 1
-
-
-class Metric3D_Metric_Depth:
-    """Depth in metres (MASK layout, B x H x W) and the normal map, with fx / fy applied."""
-
-    DESCRIPTION = (
-        "Metric depth in metres (not 0..1: viewed as an image it is white beyond 1 m; normalise it "
-        "first) and the surface-normal map. fx, fy: the image's focal lengths in pixels."
+def controlnet_maps(
+    image: torch.Tensor, output: int, backbone: str, resolution: int, backend: str, precision: str
+) -> torch.Tensor:
+    """The original preprocessor nodes' IMAGE batch: output 0 the depth maps, 1 the normal maps."""
+    return to_image_batch(
+        [pair[output] for pair in run_maps(image, backbone, resolution, backend, precision)]
     )
 
-    @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "image": ("IMAGE",),
-                "backbone": (list(BACKBONES), {"default": "vit-small"}),
-                "fx": ("FLOAT", {"default": 1000.0, "min": 1.0, "max": MAX_RESOLUTION, "step": 0.1}),
-                "fy": ("FLOAT", {"default": 1000.0, "min": 1.0, "max": MAX_RESOLUTION, "step": 0.1}),
-            },
-            "optional": runtime_inputs(),
-        }
 
-    RETURN_TYPES = ("MASK", "IMAGE")
-    RETURN_NAMES = ("depth_metres", "normal_map")
-    FUNCTION = "execute"
-    CATEGORY = CATEGORY
-
-    def execute(self, image, backbone="vit-small", fx=1000.0, fy=1000.0, backend="auto", precision="auto"):
-        runtime = node_runtime(backbone, backend, precision)
-        progress, depths, normals = Progress(image.shape[0]), [], []
-        for start in range(0, image.shape[0], CHUNK):
-            result = runtime.predict(image[start : start + CHUNK], fx=fx, fy=fy)
-            depths.append(result.depth.cpu())
-            # Unit normals in [-1, 1] -> [0, 1] RGB.
-            normals.append((result.normal.cpu() * 0.5 + 0.5).clamp(0, 1))
-            progress.update(result.depth.shape[0])
-        return torch.cat(depths), torch.cat(normals)
+def metric_depth(
+    image: torch.Tensor, backbone: str, fx: float, fy: float, backend: str, precision: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depth in metres (MASK layout, B x H x W) and the normal map (IMAGE), with fx / fy applied."""
+    runtime = node_runtime(backbone, backend, precision)
+    progress, depths, normals = Progress(image.shape[0]), [], []
+    for start in range(0, image.shape[0], CHUNK):
+        result = runtime.predict(image[start : start + CHUNK], fx=fx, fy=fy)
+        depths.append(result.depth.cpu())
+        # Unit normals in [-1, 1] -> [0, 1] RGB.
+        normals.append((result.normal.cpu() * 0.5 + 0.5).clamp(0, 1))
+        progress.update(result.depth.shape[0])
+    return torch.cat(depths), torch.cat(normals)
 
 
-NODE_CLASS_MAPPINGS = {
-    "Metric3D-DepthMapPreprocessor": Metric3D_Depth_Map_Preprocessor,
-    "Metric3D-NormalMapPreprocessor": Metric3D_Normal_Map_Preprocessor,
-    "Metric3D-MetricDepth": Metric3D_Metric_Depth,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "Metric3D-DepthMapPreprocessor": "Metric3D Depth Map",
-    "Metric3D-NormalMapPreprocessor": "Metric3D Normal Map",
-    "Metric3D-MetricDepth": "Metric3D Metric Depth",
-}
+def save_metric_depth(depth: torch.Tensor, filename_prefix: str) -> list[tuple[str, str]]:
+    """Each frame of a MASK of metres as <prefix>_<counter>_depth.npy (float32 metres), _depth.png
+    (uint16 millimetres) and _depth_preview.png (colours), in ComfyUI's output folder, numbered as
+    SaveImage numbers its files. Returns the previews' (file name, subfolder)."""
+    frames = depth.cpu().numpy().astype(np.float32)
+    folder, name, counter, subfolder = save_folder(filename_prefix, frames.shape[2], frames.shape[1])
+    previews = []
+    for index, frame in enumerate(frames):
+        stem = f"{name}_{counter + index:05}"
+        millimetres, clipped = depth_millimetres(frame)
+        if clipped:
+            log.warning("Metric3D: %s: %d pixels beyond 65.535 m stored as 65535 mm", stem, clipped)
+        write_npy(folder / f"{stem}_depth.npy", frame)
+        write_png(folder / f"{stem}_depth.png", millimetres)
+        write_png(folder / f"{stem}_depth_preview.png", depth_preview(frame))
+        previews.append((f"{stem}_depth_preview.png", subfolder))
+    return previews
