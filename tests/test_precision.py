@@ -174,7 +174,7 @@ def test_check_refuses_bf16_on_onnxruntime_before_any_work():
 def test_nodes_offer_bf16_and_auto_follows_the_units(fake_cpu):
     from trt_metric3d.comfyui import nodes
 
-    assert "bf16" in nodes.runtime_inputs()["precision"][0]
+    assert "bf16" in nodes.PRECISIONS  # the precision input's options (comfyui/extension.py)
     cpu_device = torch.device("cpu")
     fake_cpu(SAPPHIRE_RAPIDS)
     assert nodes.resolve_precision(cpu_device, "auto") == "bf16"
