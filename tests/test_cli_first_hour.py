@@ -147,15 +147,46 @@ def test_check_says_where_it_looked_for_images(monkeypatch, tmp_path):
     assert result.exit_code == 2 and f"no images to check with in {tmp_path}" in result.output
 
 
+class _CanvasDepth:
+    """A stand-in network: depth follows the canvas's red channel, so every photo has its own."""
+
+    name = "stand-in"
+
+    def __call__(self, pixels):
+        from trt_metric3d.model import Metric3DOutput
+        from trt_metric3d.runtime.batching import output_buffers
+
+        out = output_buffers(tuple(pixels.shape), pixels.device)
+        out[0].copy_(pixels[:, :1] / 255 * 100 + 1)
+        for t in out[1:]:
+            t.fill_(1.0)
+        return Metric3DOutput(*out)
+
+    def close(self) -> None:
+        pass
+
+
 def test_check_defaults_to_the_calibration_photos(monkeypatch):
+    from trt_metric3d import runtime
+
     monkeypatch.delenv("METRIC3D_CALIBRATION_DIR", raising=False)
-    folder = default_calibration_dir()
-    assert sorted(p.name for p in folder.glob("*.jpg")) == [
-        "astronaut.jpg",
-        "chelsea.jpg",
-        "coffee.jpg",
-        "rocket.jpg",
+    opened, real = [], runtime.Metric3D
+
+    def stand_in(backbone, backend, precision, device, checkpoint):
+        opened.append((backend, precision))
+        return real(backend=_CanvasDepth(), device="cpu")
+
+    monkeypatch.setattr(runtime, "Metric3D", stand_in)
+    result = CliRunner().invoke(main, ["check", "--backend", "onnxruntime", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert f"on 4 image(s) from {default_calibration_dir()}" in result.output
+    rows = [line.split(" | ") for line in result.output.splitlines() if line.startswith("| ")][1:]
+    names = ["astronaut", "chelsea", "coffee", "rocket"]
+    assert [row[:2] for row in rows] == [
+        [f"| {name}", output] for name in names for output in ("depth", "confidence", "normal")
     ]
+    assert all(float(row[2]) == 0.0 for row in rows), "the stand-in agrees with itself"
+    assert opened == [("torch", "fp32"), ("onnxruntime", "fp32")]  # the reference, then the backend
 
 
 def test_doctor_names_unreadable_sidecars_and_goes_on(monkeypatch, tmp_path):
