@@ -2,7 +2,6 @@
 the refusals, the CLI without TensorRT, the pre / post-processing against predict, and the ensemble
 answering in PyTriton's real tritonserver (a Python-backend double in place of the TensorRT plan)."""
 
-import ast
 import importlib.util
 import re
 import shutil
@@ -125,14 +124,70 @@ def test_ensemble_steps_feed_each_model_what_its_config_declares(configs):
         assert available[name] == spec
 
 
-def test_python_steps_load_a_triton_model_class_of_the_package(repository):
-    for name in (PREPROCESS, POSTPROCESS):
-        source = (repository / name / "1" / "model.py").read_text()
-        (module,) = re.findall(r"^from (\S+) import TritonPythonModel", source, re.MULTILINE)
-        found = importlib.util.find_spec(module)  # not imported: it needs Triton's backend utilities
-        tree = ast.parse(Path(found.origin).read_text())
-        classes = [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
-        assert "TritonPythonModel" in classes
+class _StandInBackendUtils:
+    """What Triton's Python-backend stub provides as `triton_python_backend_utils`, for running a step
+    model here: requests hold named arrays, responses hold tensors or an error."""
+
+    class TritonError:
+        INVALID_ARG, INTERNAL = "INVALID_ARG", "INTERNAL"
+
+        def __init__(self, message, code):
+            self.message, self.code = message, code
+
+    class Tensor:
+        def __init__(self, name, array):
+            self.name, self.array = name, array
+
+        def as_numpy(self):
+            return self.array
+
+    class InferenceResponse:
+        def __init__(self, tensors=(), error=None):
+            self.tensors, self.error = {t.name: t.array for t in tensors}, error
+
+    @staticmethod
+    def get_input_tensor_by_name(request, name):
+        return _StandInBackendUtils.Tensor(name, request[name])
+
+
+def _step_model(repository: Path, name: str, monkeypatch):
+    """The TritonPythonModel that the repository's model.py of step `name` imports, imported here."""
+    import sys
+
+    source = (repository / name / "1" / "model.py").read_text()
+    (module,) = re.findall(r"^from (\S+) import TritonPythonModel", source, re.MULTILINE)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _StandInBackendUtils)
+    for loaded in [m for m in sys.modules if m in (module, "trt_metric3d.serving.python_backend")]:
+        monkeypatch.delitem(sys.modules, loaded)
+    return importlib.import_module(module).TritonPythonModel()
+
+
+def test_python_steps_run_the_package_models_on_requests(repository, monkeypatch):
+    """Each step's model.py names a TritonPythonModel of the package; run on requests, they answer what
+    ensemble_steps computes, and a bad request gets its own error while the others are answered."""
+    image = np.random.default_rng(5).integers(0, 256, (1, 40, 60, 3), dtype=np.uint8)
+    good = {"IMAGE": image, "FX": np.array([[500.0]]), "FY": np.array([[500.0]])}
+    bad = {**good, "FX": np.array([[-1.0]])}
+    pre = _step_model(repository, PREPROCESS, monkeypatch)
+    answered, refused = pre.execute([good, bad])
+    expected = ensemble_steps.preprocess(good["IMAGE"], good["FX"], good["FY"])
+    assert answered.error is None and answered.tensors.keys() == expected.keys()
+    for key, array in expected.items():
+        np.testing.assert_array_equal(answered.tensors[key], array)
+    assert refused.error.code == "INVALID_ARG" and "fx[0]" in refused.error.message
+
+    post = _step_model(repository, POSTPROCESS, monkeypatch)
+    canvas_hw = expected[ensemble_steps.CANVAS].shape[-2:]
+    plan_outputs = {  # what the plan would answer: 2.0 everywhere
+        step: np.full((1, ensemble_steps.PLAN_CHANNELS[plan], *canvas_hw), 2.0, np.float32)
+        for plan, step in ensemble_steps.CANVAS_OUTPUTS.items()
+    }
+    request = {**plan_outputs, "IMAGE_SIZE": expected["IMAGE_SIZE"], "SCALE": expected["SCALE"]}
+    (response,) = post.execute([request])
+    assert response.error is None
+    assert response.tensors["DEPTH"].shape == (1, 40, 60)
+    assert response.tensors["NORMAL"].shape == (1, 40, 60, 3)
+    np.testing.assert_allclose(response.tensors["DEPTH"], 2.0 * expected["SCALE"][0, 0], rtol=1e-6)
 
 
 def test_readme_names_the_engine_and_how_to_start(repository):
