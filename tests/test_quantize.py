@@ -139,9 +139,11 @@ def test_missing_modelopt_names_the_install_command(monkeypatch):
 
 @pytest.fixture
 def calibrated_small(quantized, monkeypatch):
-    """pipeline.quantized_onnx answers with the small-canvas graphs (real canvases take minutes here)."""
+    """quantized_onnx answers with the small-canvas graphs (real canvases take minutes here), for the
+    engine pipeline and for the runtime's ONNX Runtime backend (which take it from export.stages)."""
     precision, files = quantized
-    monkeypatch.setattr(pipeline, "quantized_onnx", lambda backbone, asked, *a, **k: files)
+    for module in (pipeline, stages):
+        monkeypatch.setattr(module, "quantized_onnx", lambda backbone, asked, *a, **k: files)
     return precision, files
 
 
