@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from stand_in_backends import RedDepth
 
 from reference import reference_dir
 from trt_metric3d.cli import default_calibration_dir, main
@@ -147,25 +148,6 @@ def test_check_says_where_it_looked_for_images(monkeypatch, tmp_path):
     assert result.exit_code == 2 and f"no images to check with in {tmp_path}" in result.output
 
 
-class _CanvasDepth:
-    """A stand-in network: depth follows the canvas's red channel, so every photo has its own."""
-
-    name = "stand-in"
-
-    def __call__(self, pixels):
-        from trt_metric3d.model import Metric3DOutput
-        from trt_metric3d.runtime.batching import output_buffers
-
-        out = output_buffers(tuple(pixels.shape), pixels.device)
-        out[0].copy_(pixels[:, :1] / 255 * 100 + 1)
-        for t in out[1:]:
-            t.fill_(1.0)
-        return Metric3DOutput(*out)
-
-    def close(self) -> None:
-        pass
-
-
 def test_check_defaults_to_the_calibration_photos(monkeypatch):
     from trt_metric3d import runtime
 
@@ -174,7 +156,7 @@ def test_check_defaults_to_the_calibration_photos(monkeypatch):
 
     def stand_in(backbone, backend, precision, device, checkpoint):
         opened.append((backend, precision))
-        return real(backend=_CanvasDepth(), device="cpu")
+        return real(backend=RedDepth(), device="cpu")
 
     monkeypatch.setattr(runtime, "Metric3D", stand_in)
     result = CliRunner().invoke(main, ["check", "--backend", "onnxruntime", "--precision", "fp32"])
