@@ -6,7 +6,7 @@ import time
 import torch
 
 from trt_metric3d.model import Metric3DOutput
-from trt_metric3d.runtime.batching import output_buffers
+from trt_metric3d.runtime.postprocess import output_buffers
 
 
 class RedDepth:

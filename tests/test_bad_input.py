@@ -11,8 +11,9 @@ import trt_metric3d
 from trt_metric3d import BackendUnavailable, InputError, Metric3D, Metric3DError
 from trt_metric3d.model import Metric3DOutput
 from trt_metric3d.processing import MAX_CANONICAL_DEPTH
-from trt_metric3d.runtime.batching import canvases_from_tensor, output_buffers
 from trt_metric3d.runtime.metric3d import resolve_device
+from trt_metric3d.runtime.postprocess import output_buffers
+from trt_metric3d.runtime.preprocess import canvases_from_tensor
 
 CPU = torch.device("cpu")
 

@@ -18,7 +18,7 @@ from trt_metric3d import runtime
 from trt_metric3d.choices import BACKENDS, PRECISIONS
 from trt_metric3d.cli import main
 from trt_metric3d.logs import percent
-from trt_metric3d.runtime.batching import Prediction
+from trt_metric3d.runtime.prediction import Prediction
 
 RUNTIME_OPTIONS = ("backbone", "backend", "precision", "device", "checkpoint")
 RUNNING_COMMANDS = ("infer", "video", "ray", "serve", "check", "bench")

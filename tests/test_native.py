@@ -23,7 +23,7 @@ from trt_metric3d.io import read_image
 from trt_metric3d.model import Metric3DOutput
 from trt_metric3d.processing import fit_canvas, preprocess
 from trt_metric3d.results import result_names
-from trt_metric3d.runtime.batching import metric_scales, to_metric_images
+from trt_metric3d.runtime.postprocess import metric_scales, to_metric_images
 
 CLI = os.environ.get("METRIC3D_TRT")
 TOOL = os.environ.get("METRIC3D_REFERENCE_TOOL")

@@ -8,7 +8,7 @@ import pytest
 from trt_metric3d.errors import InputError
 from trt_metric3d.pointcloud import PointCloud, write_ply
 from trt_metric3d.processing import fit_canvas
-from trt_metric3d.runtime.batching import Prediction
+from trt_metric3d.runtime.prediction import Prediction
 
 
 def prediction(depth, fx: float = 1.0, fy: float | None = None) -> Prediction:

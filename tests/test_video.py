@@ -192,7 +192,7 @@ class FlatDepth:
 
     def __call__(self, pixels):
         from trt_metric3d.model import Metric3DOutput
-        from trt_metric3d.runtime.batching import output_buffers
+        from trt_metric3d.runtime.postprocess import output_buffers
 
         out = output_buffers(tuple(pixels.shape), pixels.device)
         for t in out:

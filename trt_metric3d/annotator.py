@@ -18,7 +18,7 @@ import torch
 from .model import Metric3DOutput
 from .processing import Canvas, resize_to_image, unpad
 from .runtime import Metric3D
-from .runtime.batching import canvases_from_arrays
+from .runtime.preprocess import canvases_from_arrays
 from .visualize import depth_to_image, normal_to_image, resize_with_pad
 
 DEFAULT_RESOLUTION = 512

@@ -1,8 +1,8 @@
 """Inference runtime: one `Metric3D` API over the TensorRT, ONNX Runtime and PyTorch backends."""
 
 from .backend import Backend
-from .batching import DepthBatch, Prediction
 from .metric3d import BACKENDS, Metric3D
+from .prediction import DepthBatch, Prediction
 from .stream import FrameStream, StreamResult
 
 __all__ = ["BACKENDS", "Backend", "DepthBatch", "FrameStream", "Metric3D", "Prediction", "StreamResult"]

@@ -17,23 +17,15 @@ from ..model import BACKBONES, Metric3DOutput
 from ..model.config import CONFIGS
 from ..processing import Canvas
 from .backend import Backend, check_backend
-from .batching import (
-    DepthBatch,
-    Prediction,
-    canvases_from_arrays,
-    canvases_from_tensor,
-    check_finite_depth,
-    focal_lengths,
-    metric_scales,
-    to_metric_images,
-    to_predictions,
-)
+from .postprocess import check_finite_depth, focal_lengths, metric_scales, to_metric_images, to_predictions
 from .precision import (
     backends_running,
     check_backend_precision,
     check_bf16_device,
     default_precision,
 )
+from .prediction import DepthBatch, Prediction
+from .preprocess import canvases_from_arrays, canvases_from_tensor
 from .stream import FrameStream
 
 log = logging.getLogger("trt_metric3d")

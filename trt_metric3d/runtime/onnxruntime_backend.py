@@ -12,7 +12,7 @@ from ..errors import BackendUnavailable
 from ..export import INPUT_NAME, OUTPUT_NAMES, import_onnx_extra
 from ..model import Metric3DOutput
 from ..workspace import ENGINE_DIR_ENV, workspace_dir
-from .batching import output_buffers
+from .postprocess import output_buffers
 
 
 def execution_providers(device: torch.device, available: list[str], engine_dir: Path) -> list:

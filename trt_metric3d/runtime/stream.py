@@ -40,7 +40,9 @@ import torch
 from ..errors import InputError
 from ..model import Metric3DOutput
 from ..processing import CANVAS_HW, Canvas, check_focal, validate_image
-from .batching import Prediction, check_image_tensor, host_canvases, metric_scales, to_predictions, upload
+from .postprocess import metric_scales, to_predictions
+from .prediction import Prediction
+from .preprocess import check_image_tensor, host_canvases, upload
 
 if TYPE_CHECKING:
     from .metric3d import Metric3D

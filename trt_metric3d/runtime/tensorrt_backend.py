@@ -20,7 +20,7 @@ from ..engine.loader import deserialize
 from ..errors import InputError
 from ..export import INPUT_NAME, OUTPUT_NAMES
 from ..model import Metric3DOutput
-from .batching import output_buffers
+from .postprocess import output_buffers
 
 log = logging.getLogger("trt_metric3d")
 

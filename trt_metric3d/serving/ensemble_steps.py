@@ -13,13 +13,8 @@ import torch
 from ..export import INPUT_NAME, OUTPUT_NAMES
 from ..model import Metric3DOutput
 from ..processing import fit_canvas
-from ..runtime.batching import (
-    OUTPUT_CHANNELS,
-    canvases_from_arrays,
-    check_finite_depth,
-    metric_scales,
-    to_metric_images,
-)
+from ..runtime.postprocess import OUTPUT_CHANNELS, check_finite_depth, metric_scales, to_metric_images
+from ..runtime.preprocess import canvases_from_arrays
 from .interface import CONFIDENCE, DEPTH, NORMAL
 from .model_config import tensor
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..processing import fit_canvas, validate_image
-from ..runtime.batching import metric_scales
+from ..runtime.postprocess import metric_scales
 from .model_config import tensor
 
 MODEL_NAME = "metric3d"  # what clients call, on both servers
