@@ -151,19 +151,19 @@ class _StandInBackendUtils:
 
 
 def _step_model(repository: Path, name: str, monkeypatch):
-    """The TritonPythonModel that the repository's model.py of step `name` imports, imported here."""
+    """The class that the repository's model.py of step `name` imports as TritonPythonModel, imported here."""
     import sys
 
     source = (repository / name / "1" / "model.py").read_text()
-    (module,) = re.findall(r"^from (\S+) import TritonPythonModel", source, re.MULTILINE)
+    ((module, model),) = re.findall(r"^from (\S+) import (\w+) as TritonPythonModel\b", source, re.MULTILINE)
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _StandInBackendUtils)
-    for loaded in [m for m in sys.modules if m in (module, "trt_metric3d.serving.python_backend")]:
-        monkeypatch.delitem(sys.modules, loaded)
-    return importlib.import_module(module).TritonPythonModel()
+    if module in sys.modules:  # imported again, with the stand-in utils
+        monkeypatch.delitem(sys.modules, module)
+    return getattr(importlib.import_module(module), model)()
 
 
 def test_python_steps_run_the_package_models_on_requests(repository, monkeypatch):
-    """Each step's model.py names a TritonPythonModel of the package; run on requests, they answer what
+    """Each step's model.py imports a model class of the package; run on requests, they answer what
     ensemble_steps computes, and a bad request gets its own error while the others are answered."""
     image = np.random.default_rng(5).integers(0, 256, (1, 40, 60, 3), dtype=np.uint8)
     good = {"IMAGE": image, "FX": np.array([[500.0]]), "FY": np.array([[500.0]])}

@@ -10,7 +10,7 @@ import torch
 from trt_metric3d.checkpoint import load_model
 from trt_metric3d.export import INPUT_NAME, OUTPUT_NAMES
 from trt_metric3d.runtime.torch_backend import TorchBackend
-from trt_metric3d.serving.python_backend import answer, config_parameters, input_arrays
+from trt_metric3d.serving.triton_models import answer, config_parameters, input_arrays
 
 
 class TritonPythonModel:

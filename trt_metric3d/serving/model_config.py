@@ -73,7 +73,8 @@ def to_pbtxt(config: dict) -> str:
 
 def write_model(repository: Path, config: dict, python_model: str | None = None) -> Path:
     """`<repository>/<name>/config.pbtxt` and, for a Python-backend model, `1/model.py`, which loads the
-    `TritonPythonModel` of the module `python_model` (of trt_metric3d installed where Triton runs it).
+    class `python_model` (a dotted name, e.g. "trt_metric3d.serving.triton_models.PreprocessModel", of
+    trt_metric3d installed where Triton runs it) as `TritonPythonModel`, the name Triton looks up.
     Each file is written whole or not at all. Returns the model's folder."""
     from ..io import atomic_write_bytes  # here: io loads OpenCV, and the CLI reads this module at start-up
 
@@ -81,9 +82,10 @@ def write_model(repository: Path, config: dict, python_model: str | None = None)
     atomic_write_bytes(folder / "config.pbtxt", to_pbtxt(config).encode())
     (folder / VERSION).mkdir(exist_ok=True)  # Triton needs the version folder, even an ensemble's empty one
     if python_model is not None:
+        module, _, name = python_model.rpartition(".")
         source = (
             f'"""Triton Python-backend model {config["name"]} (trt-metric3d): {python_model}."""\n\n'
-            f"from {python_model} import TritonPythonModel  # noqa: F401  (the class Triton looks up)\n"
+            f"from {module} import {name} as TritonPythonModel  # noqa: F401  (the class Triton looks up)\n"
         )
         atomic_write_bytes(folder / VERSION / "model.py", source.encode())
     return folder

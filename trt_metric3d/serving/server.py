@@ -1,5 +1,5 @@
 """`serve()`: a Triton server answering Metric3D requests (any backend) with dynamic batching, on HTTP and
-gRPC: PyTriton's bundled tritonserver running one Python-backend model, `metric3d_model`.
+gRPC: PyTriton's bundled tritonserver running one Python-backend model, `triton_models.Metric3DModel`.
 
 Why not PyTriton's `Triton.bind`: its inference callable answers a whole batch or fails it (an
 exception becomes the same error for every request in it), and it offers no ragged batching, so
@@ -92,7 +92,7 @@ def serve(
     }
     with tempfile.TemporaryDirectory(prefix="trt-metric3d-serve-") as repository:
         config = serve_config(options, max_batch_size, max_queue_delay_us)
-        write_model(Path(repository), config, python_model=f"{__package__}.metric3d_model")
+        write_model(Path(repository), config, python_model=f"{__package__}.triton_models.Metric3DModel")
         with TritonServer(repository, ports, address, log_path, ready_timeout_s, verbose=verbose) as server:
             yield server
 

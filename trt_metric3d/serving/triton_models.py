@@ -1,19 +1,49 @@
-"""Triton Python-backend model of `serve`: one `Metric3D`, one predict per batch Triton's dynamic batcher
-forms (images of any sizes: the IMAGE input allows ragged batches).
+"""What runs inside Triton's Python backend: the models of `serve` and of `triton-repo`'s ensemble, and
+what they share (reading a request's arrays, answering it, refusing one request).
 
-Each request is checked on its own first, so a bad one gets its own error answer while the others of
-its batch are answered. Loaded by the generated metric3d/1/model.py inside Triton; its config's
-parameters say which Metric3D to open (see `server.serve`).
+- `Metric3DModel`: `serve`'s one model, a `Metric3D` answering each batch of requests.
+- `PreprocessModel`, `PostprocessModel`: the ensemble's first and last steps around the TensorRT plan
+  (see `ensemble_steps`).
+
+Each generated `<model>/1/model.py` imports one of these classes as `TritonPythonModel`, the name Triton
+looks up. Imported only inside Triton's Python backend, whose stub provides
+`triton_python_backend_utils`.
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import triton_python_backend_utils as pb_utils
 
 from ..errors import InputError, Metric3DError
 from ..runtime import Metric3D, Prediction
+from .ensemble_steps import CANVAS_OUTPUTS, IMAGE_SIZE, SCALE, postprocess, preprocess
 from .interface import FX, FY, IMAGE, PREDICTION_FIELDS, check_request
-from .python_backend import answer, config_parameters, input_arrays, refuse
+
+
+def config_parameters(args: dict) -> dict[str, str]:
+    """The `parameters` of the model's config.pbtxt, from `initialize`'s args."""
+    parameters = json.loads(args["model_config"]).get("parameters", {})
+    return {key: value["string_value"] for key, value in parameters.items()}
+
+
+def input_arrays(request, names: list[str]) -> list[np.ndarray]:
+    return [pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in names]
+
+
+def answer(outputs: dict[str, np.ndarray]):
+    return pb_utils.InferenceResponse([pb_utils.Tensor(name, array) for name, array in outputs.items()])
+
+
+def refuse(error: Exception):
+    """An error answer for one request; the other requests of its batch are answered as usual.
+    The client gets the message; a bad input is its fault (HTTP 400), anything else the server's."""
+    code = (
+        pb_utils.TritonError.INVALID_ARG if isinstance(error, InputError) else pb_utils.TritonError.INTERNAL
+    )
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), code))
 
 
 def _outputs(predictions: list[Prediction]) -> dict[str, np.ndarray]:
@@ -23,7 +53,15 @@ def _outputs(predictions: list[Prediction]) -> dict[str, np.ndarray]:
     }
 
 
-class TritonPythonModel:
+class Metric3DModel:
+    """`serve`'s model: one `Metric3D`, one predict per batch Triton's dynamic batcher forms (images of any
+    sizes: the IMAGE input allows ragged batches). Its config's parameters say which Metric3D to open
+    (see `server.serve`).
+
+    Each request is checked on its own first, so a bad one gets its own error answer while the others
+    of its batch are answered.
+    """
+
     def initialize(self, args: dict) -> None:
         options = {key: value or None for key, value in config_parameters(args).items()}  # "" = default
         self.runtime = Metric3D(
@@ -65,3 +103,32 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.runtime.close()
+
+
+class PreprocessModel:
+    """First step of `triton-repo`'s ensemble: images -> canvases for the plan."""
+
+    def execute(self, requests: list) -> list:
+        responses = []
+        for request in requests:  # each on its own: a bad image fails only its request
+            try:
+                responses.append(answer(preprocess(*input_arrays(request, [IMAGE, FX, FY]))))
+            except Metric3DError as e:
+                responses.append(refuse(e))
+        return responses
+
+
+class PostprocessModel:
+    """Last step of `triton-repo`'s ensemble: the plan's canvas outputs -> DEPTH, CONFIDENCE and NORMAL at
+    each image's size."""
+
+    def execute(self, requests: list) -> list:
+        responses = []
+        for request in requests:
+            *canvas, image_size, scale = input_arrays(request, [*CANVAS_OUTPUTS.values(), IMAGE_SIZE, SCALE])
+            try:
+                outputs = dict(zip(CANVAS_OUTPUTS.values(), canvas, strict=True))
+                responses.append(answer(postprocess(outputs, image_size, scale)))
+            except Metric3DError as e:
+                responses.append(refuse(e))
+        return responses

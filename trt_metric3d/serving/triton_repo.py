@@ -232,8 +232,8 @@ def write_repository(
     repository = OutputFolder(out, overwrite, OVERWRITE_FIX)
     try:
         python_models = {
-            PREPROCESS: f"{__package__}.preprocess_model",
-            POSTPROCESS: f"{__package__}.postprocess_model",
+            PREPROCESS: f"{__package__}.triton_models.PreprocessModel",
+            POSTPROCESS: f"{__package__}.triton_models.PostprocessModel",
         }
         for config in repository_configs(profile, instances, max_queue_delay_us):
             write_model(repository.path, config, python_models.get(config["name"]))
