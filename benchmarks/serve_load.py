@@ -30,7 +30,7 @@ from tritonclient.utils import InferenceServerException
 
 from trt_metric3d import Metric3D
 from trt_metric3d.serving import Metric3DClient, serve
-from trt_metric3d.serving.tritonserver import free_ports
+from trt_metric3d.serving.tritonserver_process import free_ports
 
 FX = 500.0
 REFUSAL = "fx[0] must be a finite focal length"  # what the server answers a bad request

@@ -31,7 +31,7 @@ from trt_metric3d.serving import Metric3DClient, serve
 from trt_metric3d.serving.interface import MODEL_NAME
 from trt_metric3d.serving.model_config import to_pbtxt
 from trt_metric3d.serving.server import serve_config
-from trt_metric3d.serving.tritonserver import free_ports
+from trt_metric3d.serving.tritonserver_process import free_ports
 
 MAX_BATCH = 4
 

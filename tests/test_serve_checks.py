@@ -13,7 +13,7 @@ from trt_metric3d.cli import main
 from trt_metric3d.errors import InputError
 from trt_metric3d.serving import serve
 from trt_metric3d.serving.client import request_arrays
-from trt_metric3d.serving.tritonserver import Ports, exit_reason
+from trt_metric3d.serving.tritonserver_process import Ports, exit_reason
 
 # tritonserver's lines (abridged) when the model's initialize raised, as its log has them
 MODEL_FAILED_LOG = [

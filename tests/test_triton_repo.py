@@ -25,7 +25,7 @@ from trt_metric3d.serving import ensemble_steps, write_repository
 from trt_metric3d.serving.client import Metric3DClient
 from trt_metric3d.serving.model_config import string_parameters, to_pbtxt
 from trt_metric3d.serving.triton_repo import ENGINE, POSTPROCESS, PREPROCESS
-from trt_metric3d.serving.tritonserver import TritonServer, free_ports
+from trt_metric3d.serving.tritonserver_process import TritonServer, free_ports
 
 try:  # Triton's own ModelConfig message, from tritonclient (the serve extra)
     from google.protobuf import text_format

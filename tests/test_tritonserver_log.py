@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from trt_metric3d.serving import tritonserver
-from trt_metric3d.serving.tritonserver import TritonServer, free_ports
+from trt_metric3d.serving import tritonserver_process
+from trt_metric3d.serving.tritonserver_process import TritonServer, free_ports
 
 STARTUP_LINE = "I1201 12:00:00.000 server.cc:1] a start-up line of the stand-in tritonserver"
 
@@ -45,7 +45,7 @@ def stand_in(tmp_path, monkeypatch):
     (stub / "triton_python_backend_stub").write_text("")
     server.write_text(textwrap.dedent(STAND_IN))
     server.chmod(server.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(tritonserver, "pytriton_dir", lambda: root)
+    monkeypatch.setattr(tritonserver_process, "pytriton_dir", lambda: root)
     return tmp_path / "models"
 
 

@@ -892,7 +892,7 @@ def serve(
     request gets an error answer naming the problem; the others go on.
     """
     from .serving import server
-    from .serving.tritonserver import Ports
+    from .serving.tritonserver_process import Ports
 
     ports = Ports(http_port, grpc_port, metrics_port)
     verbose = ctx.meta.get("verbose", False)

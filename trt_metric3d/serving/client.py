@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import MissingDependency
 from ..processing import validate_image
 from .interface import FX, FY, IMAGE, MODEL_NAME, PREDICTION_FIELDS
-from .tritonserver import SERVE_EXTRA
+from .tritonserver_process import SERVE_EXTRA
 
 PROTOCOLS = ("http", "grpc")
 

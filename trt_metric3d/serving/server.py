@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..runtime.metric3d import resolve_device
 from .interface import MODEL_NAME, request_inputs, response_outputs
 from .model_config import DEFAULT_QUEUE_DELAY_US, Enum, string_parameters, write_model
-from .tritonserver import Ports, TritonServer
+from .tritonserver_process import Ports, TritonServer
 
 DEFAULT_MAX_BATCH_SIZE = 4
 
