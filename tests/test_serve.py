@@ -29,8 +29,8 @@ from reference import REPO_ROOT
 from trt_metric3d.errors import BackendUnavailable
 from trt_metric3d.serving import Metric3DClient, serve
 from trt_metric3d.serving.interface import MODEL_NAME
+from trt_metric3d.serving.metric3d_server import serve_config
 from trt_metric3d.serving.model_config import to_pbtxt
-from trt_metric3d.serving.server import serve_config
 from trt_metric3d.serving.tritonserver_process import free_ports
 
 MAX_BATCH = 4

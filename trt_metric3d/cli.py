@@ -891,7 +891,7 @@ def serve(
     1 x 1 (pixels); outputs at the image's size: DEPTH (metres), CONFIDENCE, NORMAL (x 3). A bad
     request gets an error answer naming the problem; the others go on.
     """
-    from .serving import server
+    from .serving import metric3d_server as server
     from .serving.tritonserver_process import Ports
 
     ports = Ports(http_port, grpc_port, metrics_port)

@@ -2,8 +2,8 @@
 
 - `triton_repo`: a model repository for a real `tritonserver`: the TensorRT plan between Python-backend
   pre- and post-processing models, joined by an ensemble (`trt-metric3d triton-repo`).
-- `server`: `serve()`, a Triton server running `Metric3D` (any backend) with dynamic batching, on the
-  `tritonserver` bundled in PyTriton's wheel (`trt-metric3d serve`).
+- `metric3d_server`: `serve()`, a Triton server running `Metric3D` (any backend) with dynamic batching,
+  on the `tritonserver` bundled in PyTriton's wheel (`trt-metric3d serve`).
 - `client`: `Metric3DClient`, requests to either of them over HTTP or gRPC.
 
 Both answer the same request (`interface`): IMAGE (uint8 H x W x 3), FX and FY in, DEPTH (metres),
@@ -17,7 +17,7 @@ __getattr__, __dir__ = lazy_attributes(
     __name__,
     {
         "Metric3DClient": ".client",
-        "serve": ".server",
+        "serve": ".metric3d_server",
         "build_repository": ".triton_repo",
         "write_repository": ".triton_repo",
     },

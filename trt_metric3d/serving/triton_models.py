@@ -56,7 +56,7 @@ def _outputs(predictions: list[Prediction]) -> dict[str, np.ndarray]:
 class Metric3DModel:
     """`serve`'s model: one `Metric3D`, one predict per batch Triton's dynamic batcher forms (images of any
     sizes: the IMAGE input allows ragged batches). Its config's parameters say which Metric3D to open
-    (see `server.serve`).
+    (see `metric3d_server.serve`).
 
     Each request is checked on its own first, so a bad one gets its own error answer while the others
     of its batch are answered.
