@@ -5,6 +5,8 @@
 - `metric3d_server`: `serve()`, a Triton server running `Metric3D` (any backend) with dynamic batching,
   on the `tritonserver` bundled in PyTriton's wheel (`trt-metric3d serve`).
 - `client`: `Metric3DClient`, requests to either of them over HTTP or gRPC.
+- `triton_models`: what runs inside Triton's Python backend (the models of both), and
+  `tritonserver_process`: the bundled `tritonserver` binary run as a process.
 
 Both answer the same request (`interface`): IMAGE (uint8 H x W x 3), FX and FY in, DEPTH (metres),
 CONFIDENCE and NORMAL out, at the image's size. Nothing here imports the optional `[serve]` packages
