@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from stand_in_backends import RedDepth
 
 from reference import reference_dir
-from trt_metric3d.cli import default_calibration_dir, main
+from trt_metric3d.cli import main
 from trt_metric3d.errors import WorkspaceError
 from trt_metric3d.results import result_names
-from trt_metric3d.workspace import ENGINE_DIR_ENV, EXPORT_DIR_ENV, workspace_dir
+from trt_metric3d.workspace import ENGINE_DIR_ENV, EXPORT_DIR_ENV, default_calibration_dir, workspace_dir
 
 
 def _photo(path: Path, height: int, width: int) -> Path:
