@@ -16,7 +16,7 @@ LAYERS = [
     ["errors", "logs", "choices", "lazy"],
     ["io", "output_files", "workspace"],
     ["model"],
-    ["processing", "visualize", "pointcloud"],
+    ["processing", "focal", "visualize", "pointcloud"],
     ["checkpoint"],
     ["export"],
     ["engine"],

@@ -138,7 +138,7 @@ def test_bad_images_are_reported_and_the_others_finish(exif_job, photos):
     assert failures[photos / "broken.jpg"].startswith(f"{photos / 'broken.jpg'}: not a readable image")
     assert (
         failures[photos / "tall.png"]
-        == f"{photos / 'tall.png'}: no EXIF focal length: give fx (and fy) in pixels"
+        == f"{photos / 'tall.png'} has no EXIF focal length: pass fx (and fy) in pixels"
     )
     failed = [r for r in exif_job["summary"].results if r.error]
     assert all(r.files == [] and math.isnan(r.fx) and math.isnan(r.fy) for r in failed)

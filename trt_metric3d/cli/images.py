@@ -3,32 +3,19 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import InputError, Metric3DError
+from ..errors import Metric3DError
 from ..workspace import CALIBRATION_DIR_ENV, default_calibration_dir
-from .options import focal_options, ply_stride_option, runtime_options
+from .options import FOCAL_OPTIONS, focal_options, ply_stride_option, runtime_options
 
 if TYPE_CHECKING:
     import numpy as np
-
-
-def _focal_lengths(
-    path: Path, image: np.ndarray, fx: float | None, fy: float | None
-) -> tuple[float, float, str]:
-    """(fx, fy, where they came from): the options, else the image's EXIF 35 mm equivalent."""
-    from ..io import exif_focal_px
-
-    if fx is not None:
-        return fx, fx if fy is None else fy, "--fx/--fy"
-    focal = exif_focal_px(path, *image.shape[:2])
-    if focal is None:
-        raise InputError(f"{path} has no EXIF focal length: pass --fx (and --fy) in pixels")
-    return focal, focal, "EXIF 35 mm equivalent"
 
 
 @click.command()
@@ -66,14 +53,14 @@ def infer(
     extension and then folder names are added. An image that fails is reported and the others go on;
     the exit status is then 1.
     """
-    from ..io import find_images, read_image, writable_folder
+    from ..focal import resolve_focal_lengths
+    from ..io import exif_focal_px, find_images, read_image, writable_folder
     from ..logs import percent
     from ..output_files import refuse_inputs_as_outputs
     from ..results import MAX_DEPTH_MM, result_files, result_names, write_result_set
     from ..runtime import Metric3D
 
-    if fx is None and fy is not None:
-        raise click.UsageError("--fy needs --fx")
+    resolve_focal_lengths(fx, fy, names=FOCAL_OPTIONS, optional=True)  # fy without fx: said first
     images = find_images(list(paths))
     if not images:
         raise click.UsageError("no images found in the given paths")
@@ -90,7 +77,10 @@ def infer(
             start = time.perf_counter()
             try:
                 image = read_image(path)
-                focal_x, focal_y, source = _focal_lengths(path, image, fx, fy)
+                exif = functools.partial(exif_focal_px, path, *image.shape[:2])
+                focal_x, focal_y, source = resolve_focal_lengths(
+                    fx, fy, names=FOCAL_OPTIONS, exif=exif, image=path
+                )
                 prediction = runtime.predict(image, focal_x, focal_y)
                 cloud = prediction.point_cloud(stride=ply_stride, image=image) if ply else None
                 written = write_result_set(out_dir, name, prediction, cloud)

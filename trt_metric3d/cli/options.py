@@ -76,6 +76,9 @@ def _focal_option(ctx: click.Context, param: click.Parameter, value: float | Non
         raise click.BadParameter(str(e)) from None
 
 
+FOCAL_OPTIONS = ("--fx", "--fy")  # what messages call fx and fy (resolve_focal_lengths' names)
+
+
 def focal_options(from_exif: bool) -> Decorator:
     """--fx and --fy (pixels; fy defaults to fx). from_exif: --fx may be left out for each image's EXIF
     35 mm equivalent (infer, ray); else --fx is required (video)."""

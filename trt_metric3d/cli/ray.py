@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import focal_options, folder_fix, runtime_options
+from .options import FOCAL_OPTIONS, focal_options, folder_fix, runtime_options
 
 
 @click.command("ray")
@@ -79,14 +79,14 @@ def ray_job(
     written to --out as they arrive. The files must be readable on every node. An image that fails
     is reported and the others go on; the exit status is then 1.
     """
+    from ..focal import EXIF_SOURCE, resolve_focal_lengths
     from ..io import find_images, writable_folder
     from ..output_files import check_output_folder, refuse_inputs_as_outputs
     from ..ray import ImageResult, run_depth_job
     from ..raycluster import check_address, import_ray, ray_cluster
     from ..results import result_names
 
-    if fx is None and fy is not None:
-        raise click.UsageError("--fy needs --fx")
+    given = resolve_focal_lengths(fx, fy, names=FOCAL_OPTIONS, optional=True)  # fy without fx: said first
     images = find_images(list(paths))
     if not images:
         raise click.UsageError("no images found in the given paths")
@@ -101,7 +101,7 @@ def ray_job(
         writable_folder(out_dir, "choose another folder with --out")
     import_ray()  # a missing extra or an address that cannot work is said first, before the header line
     check_address(address)
-    source = "--fx/--fy" if fx is not None else "EXIF 35 mm equivalent"
+    source = EXIF_SOURCE if given is None else given.source
     click.echo(f"{len(images)} image(s), {actors} actor(s), batches of {batch_size} -> {out_dir}")
     done = 0
 

@@ -90,7 +90,6 @@ def video(
     for option, path in files.items():
         if path is not None:
             io.writable_folder(path.parent, f"choose another with {option}")  # before the model loads
-    fy = fx if fy is None else fy
     frames = FrameSource(source if camera is None else camera)
     latest = frames.is_camera if latest is None else latest
     preview = SteadyDepthPreview()

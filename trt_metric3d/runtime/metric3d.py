@@ -254,7 +254,6 @@ class Metric3D:
         fx, fy: focal lengths in pixels, one for all images or one per image (fy defaults to fx).
         """
         self._check_open()
-        fy = fx if fy is None else fy
         if isinstance(images, torch.Tensor):
             batch = canvases_from_tensor(images, self.device)
         elif isinstance(images, np.ndarray | list | tuple):
