@@ -15,7 +15,7 @@ PACKAGE = REPO_ROOT / "trt_metric3d"
 LAYERS = [
     ["errors", "logs", "choices", "lazy"],
     ["io", "output_files", "workspace"],
-    ["model"],
+    ["model", "settings"],
     ["processing", "focal", "visualize", "pointcloud"],
     ["checkpoint"],
     ["export"],

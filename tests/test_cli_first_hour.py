@@ -154,11 +154,13 @@ def test_check_defaults_to_the_calibration_photos(monkeypatch):
     monkeypatch.delenv("METRIC3D_CALIBRATION_DIR", raising=False)
     opened, real = [], runtime.Metric3D
 
-    def stand_in(backbone, backend, precision, device, checkpoint):
-        opened.append((backend, precision))
-        return real(backend=RedDepth(), device="cpu")
+    class StandIn:
+        @staticmethod
+        def from_settings(settings):  # how the command line opens a Metric3D
+            opened.append((settings.backend, settings.precision))
+            return real(backend=RedDepth(), device="cpu")
 
-    monkeypatch.setattr(runtime, "Metric3D", stand_in)
+    monkeypatch.setattr(runtime, "Metric3D", StandIn)
     result = CliRunner().invoke(main, ["check", "--backend", "onnxruntime", "--precision", "fp32"])
     assert result.exit_code == 0, result.output
     assert f"on 4 image(s) from {default_calibration_dir()}" in result.output

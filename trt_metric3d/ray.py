@@ -10,6 +10,7 @@ cannot be read, or has no focal length, is reported on its own row; the others g
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -30,6 +31,7 @@ from .output_files import OVERWRITE_FIX, FolderOfFiles, check_output_folder
 from .raycluster import import_ray
 from .results import result_names
 from .runtime import Metric3D, Prediction
+from .settings import RuntimeSettings
 
 if TYPE_CHECKING:
     import pyarrow
@@ -97,10 +99,14 @@ class DepthPredictor:
         fx: float | None = None,
         fy: float | None = None,
         outputs: Sequence[str] = OUTPUTS,
+        *,
+        settings: RuntimeSettings | None = None,
     ) -> None:
+        """settings: the Metric3D to open, instead of backbone ... checkpoint (what depth_dataset passes)."""
         self.focal = resolve_focal_lengths(fx, fy, optional=True)  # None: each file's EXIF
         self.outputs = _check_outputs(outputs)
-        self.runtime = Metric3D(backbone, backend, precision, device, checkpoint)
+        settings = settings or RuntimeSettings(backbone, backend, precision, device, checkpoint)
+        self.runtime = Metric3D.from_settings(settings)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths, contents = batch["path"], batch["bytes"]
@@ -211,6 +217,7 @@ def depth_dataset(
     batch_size: int = 4,
     cpus_per_actor: float = 1.0,
     gpus_per_actor: float = 1.0,
+    settings: RuntimeSettings | None = None,
 ) -> ray.data.Dataset:
     """The lazy Ray dataset of `DepthPredictor` rows for the images in `paths` (files or folders).
 
@@ -221,7 +228,9 @@ def depth_dataset(
     fx / fy: focal lengths in pixels for every image [default: each file's EXIF 35 mm equivalent].
     actors: model replicas, each loading the model once; cpus_per_actor: CPUs each one holds (on the
     CPU, torch's threads). batch_size: images per forward.
+    settings: the Metric3D each actor opens, instead of backbone ... checkpoint.
     """
+    settings = settings or RuntimeSettings(backbone, backend, precision, device, checkpoint)
     files = image_files(paths)
     if not files:
         raise InputError(f"no images found in {paths}: name image files or folders holding them")
@@ -233,7 +242,7 @@ def depth_dataset(
     if not ray.is_initialized():
         ray.init()  # what Ray Data would start on first use; now, to see the cluster's resources
     cluster = ray.cluster_resources()
-    device, gpus = _actor_device(device, gpus_per_actor, cluster.get("GPU", 0))
+    device, gpus = _actor_device(settings.device, gpus_per_actor, cluster.get("GPU", 0))
     actors = min(actors, math.ceil(len(files) / batch_size))  # an actor without a batch: a model for nothing
     for kind, per_actor in (("CPU", cpus_per_actor), ("GPU", gpus)):
         if actors * per_actor > cluster.get(kind, 0):
@@ -251,12 +260,12 @@ def depth_dataset(
     return images.map_batches(
         DepthPredictor,
         fn_constructor_kwargs=dict(
-            backbone=backbone,
-            backend=backend,
-            precision=precision,
-            device=device,
-            # absolute: an actor may work in another folder than this process
-            checkpoint=None if checkpoint is None else str(Path(checkpoint).expanduser().absolute()),
+            settings=dataclasses.replace(
+                settings,
+                device=device,
+                # absolute: an actor may work in another folder than this process
+                checkpoint=settings.checkpoint and str(Path(settings.checkpoint).expanduser().absolute()),
+            ),
             fx=fx,
             fy=fy,
             outputs=outputs,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .group import build_errors_in_one_line
 from .options import (
     EXPORT_HELP,
     calibration_option,
@@ -83,7 +84,7 @@ def build(
     from ..engine import pipeline
 
     profile = shape_profile(min_shape, opt_shape, max_shape)
-    try:
+    with build_errors_in_one_line():
         engine = pipeline.build(
             backbone,
             checkpoint,
@@ -96,6 +97,4 @@ def build(
             precision=precision,
             calibration=calibration,
         )
-    except RuntimeError as e:  # TensorRT could not parse or build the graph: its reason, no traceback
-        raise click.ClickException(str(e)) from e
     click.echo(str(engine))

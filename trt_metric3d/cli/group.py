@@ -5,7 +5,9 @@ The commands are added to it in `cli/__init__.py`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import click
 
@@ -14,6 +16,15 @@ from ..errors import Metric3DError
 DEBUG_ENV = "TRT_METRIC3D_DEBUG"
 VERBOSE_ENV = "TRT_METRIC3D_VERBOSE"
 INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+
+
+@contextlib.contextmanager
+def build_errors_in_one_line() -> Iterator[None]:
+    """TensorRT could not parse or build the graph (build, triton-repo): its reason, no traceback."""
+    try:
+        yield
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from e
 
 
 class _FriendlyErrors(click.Group):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from .options import FOCAL_OPTIONS, focal_options, ply_stride_option, runtime_op
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from ..settings import RuntimeSettings
 
 
 @click.command()
@@ -33,11 +36,7 @@ if TYPE_CHECKING:
 @ply_stride_option
 def infer(
     paths: tuple[Path, ...],
-    backbone: str,
-    backend: str,
-    precision: str | None,
-    device: str | None,
-    checkpoint: str | None,
+    settings: RuntimeSettings,
     fx: float | None,
     fy: float | None,
     out_dir: Path,
@@ -67,11 +66,11 @@ def infer(
     names = result_names(images)
     # the folder may hold other files: each result set adds to it, replacing only its own files
     results = (("--out", path) for name in names for path in result_files(out_dir, name, ply))
-    refuse_inputs_as_outputs(results, [*images, checkpoint])
+    refuse_inputs_as_outputs(results, [*images, settings.checkpoint])
     writable_folder(out_dir, "choose another folder with --out")  # before the model loads
     failures: list[str] = []
     click.echo(f"{len(images)} image(s) -> {out_dir}")  # the model's own line says which model
-    with Metric3D(backbone, backend, precision, device, checkpoint) as runtime:
+    with Metric3D.from_settings(settings) as runtime:
         for number, (path, name) in enumerate(zip(images, names, strict=True), start=1):
             step = f"[{number}/{len(images)}] {path}"
             start = time.perf_counter()
@@ -127,11 +126,7 @@ def _agreement(got: np.ndarray, expected: np.ndarray) -> tuple[float, float, flo
     help=f"Images or folders [default: {default_calibration_dir()}, or ${CALIBRATION_DIR_ENV}].",
 )
 def check(
-    backbone: str,
-    backend: str,
-    precision: str | None,
-    device: str | None,
-    checkpoint: str | None,
+    settings: RuntimeSettings,
     image_paths: tuple[str, ...],
 ) -> None:
     """Compare a backend with PyTorch fp32 on the CPU: AbsRel, delta<1.25 and max error per output.
@@ -143,8 +138,8 @@ def check(
     from ..runtime import Metric3D
     from ..runtime.precision import check_backend_precision
 
-    if precision is not None:  # before the reference predictions
-        check_backend_precision(backend, precision)
+    if settings.precision is not None:  # before the reference predictions
+        check_backend_precision(settings.backend, settings.precision)
 
     paths = list(image_paths) or [default_calibration_dir()]
     files = find_images(paths)
@@ -155,12 +150,14 @@ def check(
     names = result_names(files)
     images = [read_image(path) for path in files]
     click.echo(
-        f"checking {backend} against PyTorch fp32 on {len(images)} image(s) from {', '.join(map(str, paths))}"
+        f"checking {settings.backend} against PyTorch fp32 on {len(images)} image(s) "
+        f"from {', '.join(map(str, paths))}"
     )
-    with Metric3D(backbone, "torch", "fp32", "cpu", checkpoint) as reference:
+    pytorch_fp32 = dataclasses.replace(settings, backend="torch", precision="fp32", device="cpu")
+    with Metric3D.from_settings(pytorch_fp32) as reference:
         expected = [reference.predict(image, fx=1000.0) for image in images]
     click.echo("| image | output | AbsRel | delta<1.25 | max abs error |\n|---|---|---:|---:|---:|")
-    with Metric3D(backbone, backend, precision, device, checkpoint) as runtime:
+    with Metric3D.from_settings(settings) as runtime:
         for name, image, want in zip(names, images, expected, strict=True):
             got = runtime.predict(image, fx=1000.0)
             for output in ("depth", "confidence", "normal"):

@@ -6,6 +6,7 @@ the engine's precision, profile and folders, the point cloud's stride and Triton
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import click
@@ -13,6 +14,7 @@ import click
 from ..choices import BACKENDS, ENGINE_PRECISIONS, PRECISION_HELP, PRECISIONS
 from ..model import BACKBONES
 from ..serving.model_config import DEFAULT_QUEUE_DELAY_US
+from ..settings import RuntimeSettings
 from ..workspace import ENGINE_DIR_ENV, EXPORT_DIR_ENV, default_calibration_dir, workspace_dir
 
 Decorator = Callable[[Callable], Callable]
@@ -51,8 +53,9 @@ def model_options(command: Callable) -> Callable:
 
 def runtime_options(default_backend: str = "auto", several_backends: bool = False) -> Decorator:
     """--backbone, --backend, --precision, --device and --checkpoint: which Metric3D, run how (infer,
-    video, ray, serve, check, bench). several_backends: --backend may be repeated (bench compares
-    them; the function gets `backends`)."""
+    video, ray, serve, check, bench); the command gets them as one `settings` (RuntimeSettings).
+    several_backends: --backend may be repeated (bench compares them; the command also gets
+    `backends`, and `settings` has the default backend)."""
     backend = click.option(
         "--backend",
         "backends" if several_backends else "backend",
@@ -63,7 +66,17 @@ def runtime_options(default_backend: str = "auto", several_backends: bool = Fals
         help="Repeat to compare backends; each is measured in its own process." if several_backends else None,
     )
     options = (_BACKBONE_OPTION, backend, _PRECISION_OPTION, _DEVICE_OPTION, _CHECKPOINT_OPTION)
-    return lambda command: _apply(command, options)
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def with_settings(*args, backbone, precision, device, checkpoint, **kwargs):
+            chosen = default_backend if several_backends else kwargs.pop("backend")
+            settings = RuntimeSettings(backbone, chosen, precision, device, checkpoint)
+            return command(*args, settings=settings, **kwargs)
+
+        return _apply(with_settings, options)
+
+    return decorate
 
 
 def _focal_option(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .options import FOCAL_OPTIONS, focal_options, folder_fix, runtime_options
+
+if TYPE_CHECKING:
+    from ..settings import RuntimeSettings
 
 
 @click.command("ray")
@@ -66,11 +70,7 @@ def ray_job(
     gpus_per_actor: float,
     fx: float | None,
     fy: float | None,
-    backbone: str,
-    backend: str,
-    precision: str | None,
-    device: str | None,
-    checkpoint: str | None,
+    settings: RuntimeSettings,
     address: str | None,
 ) -> None:
     """Metric depth for images or folders of images on a Ray cluster (pip install "trt-metric3d[ray]").
@@ -93,11 +93,11 @@ def ray_job(
     outputs = ["depth", *(["normal"] if normal else []), *(["confidence"] if confidence else [])]
     # before Ray starts: parquet parts are one dataset, owned whole; npy files add to the folder
     if format_ == "parquet":
-        refuse_inputs_as_outputs([], [*images, checkpoint], {"--out": out_dir})
+        refuse_inputs_as_outputs([], [*images, settings.checkpoint], {"--out": out_dir})
         check_output_folder(out_dir, overwrite, folder_fix("--out"))
     else:
         results = [("--out", out_dir / f"{n}_{o}.npy") for n in result_names(images) for o in outputs]
-        refuse_inputs_as_outputs(results, [*images, checkpoint])
+        refuse_inputs_as_outputs(results, [*images, settings.checkpoint])
         writable_folder(out_dir, "choose another folder with --out")
     import_ray()  # a missing extra or an address that cannot work is said first, before the header line
     check_address(address)
@@ -126,11 +126,7 @@ def ray_job(
             outputs=outputs,
             on_result=report,
             overwrite=overwrite,
-            backbone=backbone,
-            backend=backend,
-            precision=precision,
-            device=device,
-            checkpoint=checkpoint,
+            settings=settings,
             fx=fx,
             fy=fy,
             actors=actors,

@@ -4,9 +4,11 @@ with the TensorRT engine between Python pre- and post-processing)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from .group import build_errors_in_one_line
 from .options import (
     calibration_option,
     engine_precision_option,
@@ -18,6 +20,9 @@ from .options import (
     runtime_options,
     shape_profile,
 )
+
+if TYPE_CHECKING:
+    from ..settings import RuntimeSettings
 
 
 @click.command("triton-repo")
@@ -62,7 +67,7 @@ def triton_repo(
     from ..serving.triton_repo import build_repository
 
     profile = shape_profile(min_shape, opt_shape, max_shape)
-    try:
+    with build_errors_in_one_line():
         repository = build_repository(
             out,
             backbone,
@@ -76,8 +81,6 @@ def triton_repo(
             max_queue_delay_us=max_queue_delay_us,
             overwrite=overwrite,
         )
-    except RuntimeError as e:  # TensorRT could not parse or build the graph: its reason, no traceback
-        raise click.ClickException(str(e)) from e
     click.echo(f"wrote {repository}; start it with: tritonserver --model-repository {repository}")
 
 
@@ -100,11 +103,7 @@ def triton_repo(
 @click.pass_context
 def serve(
     ctx: click.Context,
-    backbone: str,
-    backend: str,
-    precision: str | None,
-    device: str | None,
-    checkpoint: str | None,
+    settings: RuntimeSettings,
     host: str,
     http_port: int,
     grpc_port: int,
@@ -133,17 +132,15 @@ def serve(
     }
     if not verbose:
         click.echo(
-            f"starting tritonserver with Metric3D {backbone} (a first start may export ONNX or build an "
-            "engine; --verbose shows Triton's log)"
+            f"starting tritonserver with Metric3D {settings.backbone} (a first start may export ONNX or "
+            "build an engine; --verbose shows Triton's log)"
         )
     with (
         server.stop_signals(),
-        server.serve(
-            backbone, backend, precision, device, checkpoint, ports=ports, address=host, **options
-        ) as running,
+        server.serve(settings=settings, ports=ports, address=host, **options) as running,
     ):
         click.echo(
-            f"serving Metric3D {backbone} as model 'metric3d': HTTP {running.url('http')}, "
+            f"serving Metric3D {settings.backbone} as model 'metric3d': HTTP {running.url('http')}, "
             f"gRPC {running.url('grpc')}, metrics {running.url('metrics')}; Ctrl-C stops"
         )
         stopped = server.wait_for_stop(running)

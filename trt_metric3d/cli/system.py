@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import Metric3DError
 from ..model import BACKBONES
 from .options import runtime_options
+
+if TYPE_CHECKING:
+    from ..settings import RuntimeSettings
 
 
 def _parse_size(value: str) -> tuple[int, int]:
@@ -47,15 +51,12 @@ def _parse_size(value: str) -> tuple[int, int]:
 @click.pass_context
 def bench(
     ctx: click.Context,
-    backbone: str,
+    settings: RuntimeSettings,
     backends: tuple[str, ...],
-    precision: str | None,
     size: str,
     batch: int,
     warmup: int,
     runs: int,
-    device: str | None,
-    checkpoint: str | None,
     compile_: bool,
     cuda_graph: bool,
     json_path: Path | None,
@@ -66,6 +67,7 @@ def bench(
     with the reason, after the table of those that ran (exit status 1).
     """
     import json
+    from dataclasses import replace
 
     from ..benchmark import BenchRequest, format_table, measure_in_own_process
     from ..io import writable_folder
@@ -74,24 +76,13 @@ def bench(
     image_hw = _parse_size(size)
     to_stdout = json_path is not None and str(json_path) == STDOUT
     if json_path is not None and not to_stdout:  # found now, not after the measurements
-        refuse_inputs_as_outputs([("--json", json_path)], [checkpoint])
+        refuse_inputs_as_outputs([("--json", json_path)], [settings.checkpoint])
         writable_folder(json_path.parent, "choose another path with --json")
     log_level = logging.getLogger("trt_metric3d").getEffectiveLevel()
     results, failures = [], []
     for backend in backends:
-        request = BenchRequest(
-            backbone,
-            backend,
-            precision,
-            device,
-            checkpoint,
-            compile_,
-            cuda_graph,
-            image_hw,
-            batch,
-            warmup,
-            runs,
-        )
+        asked = replace(settings, backend=backend, compile=compile_, cuda_graph=cuda_graph)
+        request = BenchRequest(asked, image_hw, batch, warmup, runs)
         try:
             results.append(measure_in_own_process(request, log_level))
         except Exception as e:  # a measuring harness: report the backend and go on with the next

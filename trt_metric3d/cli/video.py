@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .group import INTERRUPTED
 from .options import focal_options, folder_fix, ply_stride_option, runtime_options
+
+if TYPE_CHECKING:
+    from ..settings import RuntimeSettings
 
 
 @click.command()
@@ -55,11 +59,7 @@ def video(
     overwrite: bool,
     latest: bool | None,
     max_frames: int | None,
-    backbone: str,
-    backend: str,
-    precision: str | None,
-    device: str | None,
-    checkpoint: str | None,
+    settings: RuntimeSettings,
 ) -> None:
     """Metric depth of a video file or a live camera, frame by frame in a pipelined stream.
 
@@ -70,6 +70,7 @@ def video(
     """
     import contextlib
     import itertools
+    from dataclasses import replace
 
     import numpy as np
 
@@ -86,7 +87,7 @@ def video(
     if out is None and source is not None and not (npz_path or frames_dir or ply_dir):
         out = Path(f"{source.stem}_depth.mp4")
     files, folders = {"--out": out, "--npz": npz_path}, {"--frames": frames_dir, "--ply": ply_dir}
-    refuse_inputs_as_outputs(files.items(), [source, checkpoint], folders)
+    refuse_inputs_as_outputs(files.items(), [source, settings.checkpoint], folders)
     for option, path in files.items():
         if path is not None:
             io.writable_folder(path.parent, f"choose another with {option}")  # before the model loads
@@ -104,11 +105,11 @@ def video(
             if folder is not None
         }
         # every frame has the same canvas: on a GPU one captured CUDA graph serves the whole stream
-        on_gpu = resolve_device(device).type == "cuda"
-        runtime = outputs.enter_context(
-            Metric3D(backbone, backend, precision, device, checkpoint, cuda_graph=on_gpu)
+        on_gpu = resolve_device(settings.device).type == "cuda"
+        runtime = outputs.enter_context(Metric3D.from_settings(replace(settings, cuda_graph=on_gpu)))
+        click.echo(
+            f"{frames.source}: {settings.backbone} ({runtime.backend}, {runtime.precision}, {runtime.device})"
         )
-        click.echo(f"{frames.source}: {backbone} ({runtime.backend}, {runtime.precision}, {runtime.device})")
         results = outputs.enter_context(
             runtime.stream(itertools.islice(frames, max_frames), fx, fy, latest=latest)
         )

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import InputError, Metric3DError
 from ..runtime import Metric3D, Prediction
+from ..settings import RuntimeSettings
 from .interface import FX, FY, IMAGE, PREDICTION_FIELDS, check_request
 from .python_backend import answer, config_parameters, input_arrays, refuse
 
@@ -25,14 +26,7 @@ def _outputs(predictions: list[Prediction]) -> dict[str, np.ndarray]:
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        options = {key: value or None for key, value in config_parameters(args).items()}  # "" = default
-        self.runtime = Metric3D(
-            options["backbone"],
-            options["backend"],
-            options["precision"],
-            options["device"],
-            options["checkpoint"],
-        )
+        self.runtime = Metric3D.from_settings(RuntimeSettings.from_strings(config_parameters(args)))
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
