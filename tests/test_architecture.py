@@ -15,8 +15,8 @@ PACKAGE = REPO_ROOT / "trt_metric3d"
 LAYERS = [
     ["errors", "logs", "choices", "lazy"],
     ["io", "output_files", "workspace"],
-    ["model"],
-    ["processing", "visualize", "pointcloud"],
+    ["model", "settings"],
+    ["processing", "focal", "visualize", "pointcloud"],
     ["checkpoint"],
     ["export"],
     ["engine"],

@@ -37,6 +37,10 @@ class StandIn:
         self.backbone, self.backend = backbone, "torch" if backend == "auto" else backend
         self.precision, self.device = precision or "fp32", device or "cpu"
 
+    @classmethod
+    def from_settings(cls, settings, **_):  # as Metric3D.from_settings: the command line opens it so
+        return cls(**settings.keywords())
+
     def __enter__(self):
         return self
 

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from stand_in_backends import RedDepth
 
 from reference import reference_dir
-from trt_metric3d.cli import default_calibration_dir, main
+from trt_metric3d.cli import main
 from trt_metric3d.errors import WorkspaceError
 from trt_metric3d.results import result_names
-from trt_metric3d.workspace import ENGINE_DIR_ENV, EXPORT_DIR_ENV, workspace_dir
+from trt_metric3d.workspace import ENGINE_DIR_ENV, EXPORT_DIR_ENV, default_calibration_dir, workspace_dir
 
 
 def _photo(path: Path, height: int, width: int) -> Path:
@@ -154,11 +154,13 @@ def test_check_defaults_to_the_calibration_photos(monkeypatch):
     monkeypatch.delenv("METRIC3D_CALIBRATION_DIR", raising=False)
     opened, real = [], runtime.Metric3D
 
-    def stand_in(backbone, backend, precision, device, checkpoint):
-        opened.append((backend, precision))
-        return real(backend=RedDepth(), device="cpu")
+    class StandIn:
+        @staticmethod
+        def from_settings(settings):  # how the command line opens a Metric3D
+            opened.append((settings.backend, settings.precision))
+            return real(backend=RedDepth(), device="cpu")
 
-    monkeypatch.setattr(runtime, "Metric3D", stand_in)
+    monkeypatch.setattr(runtime, "Metric3D", StandIn)
     result = CliRunner().invoke(main, ["check", "--backend", "onnxruntime", "--precision", "fp32"])
     assert result.exit_code == 0, result.output
     assert f"on 4 image(s) from {default_calibration_dir()}" in result.output

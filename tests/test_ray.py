@@ -138,7 +138,7 @@ def test_bad_images_are_reported_and_the_others_finish(exif_job, photos):
     assert failures[photos / "broken.jpg"].startswith(f"{photos / 'broken.jpg'}: not a readable image")
     assert (
         failures[photos / "tall.png"]
-        == f"{photos / 'tall.png'}: no EXIF focal length: give fx (and fy) in pixels"
+        == f"{photos / 'tall.png'} has no EXIF focal length: pass fx (and fy) in pixels"
     )
     failed = [r for r in exif_job["summary"].results if r.error]
     assert all(r.files == [] and math.isnan(r.fx) and math.isnan(r.fy) for r in failed)
@@ -147,7 +147,7 @@ def test_bad_images_are_reported_and_the_others_finish(exif_job, photos):
 def test_cpu_actors_ask_for_no_gpu_through_the_current_ray_api(exif_job, cluster):
     assert cluster.get("GPU", 0) == 0  # and the job finished: a GPU request would wait forever
     (call,) = [c for c in exif_job["calls"] if c.get("fn_constructor_kwargs")]
-    assert call["num_gpus"] == 0 and call["fn_constructor_kwargs"]["device"] == "cpu"
+    assert call["num_gpus"] == 0 and call["fn_constructor_kwargs"]["settings"].device == "cpu"
     assert isinstance(call["compute"], ray.data.ActorPoolStrategy) and "concurrency" not in call
     # Ray attributes a deprecated call's warning to the caller (its own internal ones, e.g. on
     # copying its DataContext, to itself), and logs the deprecated `concurrency=` on ray.data.

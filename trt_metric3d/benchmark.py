@@ -19,6 +19,7 @@ import torch
 from .errors import BackendUnavailable
 from .logs import show_logs
 from .runtime import Metric3D
+from .settings import RuntimeSettings
 
 
 @dataclass(frozen=True)
@@ -98,15 +99,9 @@ def run_benchmark(
 
 @dataclass(frozen=True)
 class BenchRequest:
-    """One backend to open and time: the arguments of `Metric3D` and of `run_benchmark`."""
+    """One backend to open and time: its settings and the arguments of `run_benchmark`."""
 
-    backbone: str
-    backend: str
-    precision: str | None
-    device: str | None
-    checkpoint: str | None
-    compile: bool
-    cuda_graph: bool
+    settings: RuntimeSettings
     image_hw: tuple[int, int]
     batch: int
     warmup: int
@@ -116,15 +111,13 @@ class BenchRequest:
 def measure(request: BenchRequest, log_level: int = logging.WARNING) -> BenchResult:
     """Open the backend, time it, close it; the row names what really ran ("auto" resolved)."""
     show_logs(log_level)
-    options = {"compile": request.compile, "cuda_graph": request.cuda_graph}
-    with Metric3D(
-        request.backbone, request.backend, request.precision, request.device, request.checkpoint, **options
-    ) as runtime:
+    settings = request.settings
+    with Metric3D.from_settings(settings) as runtime:
         result = run_benchmark(runtime, request.image_hw, request.batch, request.warmup, request.runs)
     label = result.backend  # options only where they apply
-    label += "+compile" if request.compile and label == "torch" else ""
+    label += "+compile" if settings.compile and label == "torch" else ""
     label += (
-        "+cuda-graph" if request.cuda_graph and result.device.startswith("cuda") else ""
+        "+cuda-graph" if settings.cuda_graph and result.device.startswith("cuda") else ""
     )  # ignored on CPU
     return replace(result, backend=label)
 
@@ -135,7 +128,7 @@ def measure_in_own_process(request: BenchRequest, log_level: int = logging.WARNI
         try:
             return pool.submit(measure, request, log_level).result()
         except BrokenProcessPool as e:
-            raise BackendUnavailable(f"the {request.backend} benchmark process died ({e})") from e
+            raise BackendUnavailable(f"the {request.settings.backend} benchmark process died ({e})") from e
 
 
 def format_table(results: list[BenchResult]) -> str:

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .focal import resolve_focal_lengths
 from .io import atomic_write_bytes
-from .processing import check_focal, validate_image
+from .processing import validate_image
 
 _PLY_TYPES = {"<f4": "float", "|u1": "uchar"}  # numpy dtype.str -> PLY property type
 
@@ -124,8 +125,7 @@ def depth_to_point_cloud(
             "pass one image's depth, e.g. prediction.depth"
         )
     height, width = depth.shape
-    fx = check_focal("fx", fx)
-    fy = fx if fy is None else check_focal("fy", fy)
+    fx, fy, _ = resolve_focal_lengths(fx, fy)
     cx = _check_principal_point("cx", cx, width / 2)
     cy = _check_principal_point("cy", cy, height / 2)
     stride = _check_stride(stride)

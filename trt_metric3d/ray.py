@@ -10,6 +10,8 @@ cannot be read, or has no focal length, is reported on its own row; the others g
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import logging
 import math
 import os
@@ -23,12 +25,13 @@ import numpy as np
 import torch
 
 from .errors import BackendUnavailable, InputError, Metric3DError
+from .focal import FocalLengths, resolve_focal_lengths
 from .io import atomic_write_bytes, decode_image, exif_focal_px, find_images, writable_folder, write_npy
 from .output_files import OVERWRITE_FIX, FolderOfFiles, check_output_folder
-from .processing import check_focal
 from .raycluster import import_ray
 from .results import result_names
 from .runtime import Metric3D, Prediction
+from .settings import RuntimeSettings
 
 if TYPE_CHECKING:
     import pyarrow
@@ -53,19 +56,9 @@ def _check_outputs(outputs: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(outputs))
 
 
-def _focals_for_all(fx: object, fy: object) -> tuple[float | None, float | None]:
-    """fx / fy checked: both None (not given), or fx and fy (default fx)."""
-    if fx is None:
-        if fy is not None:
-            raise InputError("fy was given without fx: pass fx too (fy defaults to fx)")
-        return None, None
-    fx = check_focal("fx", fx)
-    return fx, fx if fy is None else check_focal("fy", fy)
-
-
-def _is_given(value: object) -> bool:
-    """A per-row focal length is missing as None (Python rows) or NaN (numpy / Arrow columns)."""
-    return value is not None and not (isinstance(value, float | np.floating) and math.isnan(value))
+def _given(value: object) -> object:
+    """A per-row focal length, None where it is missing: None (Python rows) or NaN (numpy / Arrow)."""
+    return None if isinstance(value, float | np.floating) and math.isnan(value) else value
 
 
 @dataclass
@@ -106,10 +99,14 @@ class DepthPredictor:
         fx: float | None = None,
         fy: float | None = None,
         outputs: Sequence[str] = OUTPUTS,
+        *,
+        settings: RuntimeSettings | None = None,
     ) -> None:
-        self.fx, self.fy = _focals_for_all(fx, fy)
+        """settings: the Metric3D to open, instead of backbone ... checkpoint (what depth_dataset passes)."""
+        self.focal = resolve_focal_lengths(fx, fy, optional=True)  # None: each file's EXIF
         self.outputs = _check_outputs(outputs)
-        self.runtime = Metric3D(backbone, backend, precision, device, checkpoint)
+        settings = settings or RuntimeSettings(backbone, backend, precision, device, checkpoint)
+        self.runtime = Metric3D.from_settings(settings)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths, contents = batch["path"], batch["bytes"]
@@ -126,20 +123,16 @@ class DepthPredictor:
         row = _Row(path)
         try:
             row.image = decode_image(data, path)
-            row.fx, row.fy = self._focal_lengths(row, data, fx, fy)
+            row.fx, row.fy, _ = self._focal_lengths(row, data, fx, fy)
         except Metric3DError as e:
             row.fail(e)
         return row
 
-    def _focal_lengths(self, row: _Row, data: bytes, fx: object, fy: object) -> tuple[float, float]:
-        fx, fy = _focals_for_all(fx if _is_given(fx) else None, fy if _is_given(fy) else None)
-        if fx is None:
-            fx, fy = self.fx, self.fy
-        if fx is None:
-            fx = fy = exif_focal_px(data, *row.image.shape[:2])
-        if fx is None:
-            raise InputError("no EXIF focal length: give fx (and fy) in pixels")
-        return fx, fy
+    def _focal_lengths(self, row: _Row, data: bytes, fx: object, fy: object) -> FocalLengths:
+        """The row's own fx / fy, else the constructor's, else the file's EXIF."""
+        given = resolve_focal_lengths(_given(fx), _given(fy), optional=True) or self.focal
+        exif = functools.partial(exif_focal_px, data, *row.image.shape[:2])
+        return given or resolve_focal_lengths(None, None, exif=exif, image=row.path)
 
     def _predict(self, rows: list[_Row]) -> None:
         """One forward for all readable images. If the batch fails (an image the network cannot take),
@@ -224,6 +217,7 @@ def depth_dataset(
     batch_size: int = 4,
     cpus_per_actor: float = 1.0,
     gpus_per_actor: float = 1.0,
+    settings: RuntimeSettings | None = None,
 ) -> ray.data.Dataset:
     """The lazy Ray dataset of `DepthPredictor` rows for the images in `paths` (files or folders).
 
@@ -234,19 +228,21 @@ def depth_dataset(
     fx / fy: focal lengths in pixels for every image [default: each file's EXIF 35 mm equivalent].
     actors: model replicas, each loading the model once; cpus_per_actor: CPUs each one holds (on the
     CPU, torch's threads). batch_size: images per forward.
+    settings: the Metric3D each actor opens, instead of backbone ... checkpoint.
     """
+    settings = settings or RuntimeSettings(backbone, backend, precision, device, checkpoint)
     files = image_files(paths)
     if not files:
         raise InputError(f"no images found in {paths}: name image files or folders holding them")
     if actors < 1 or batch_size < 1:
         raise InputError(f"actors and batch_size must be >= 1, got {actors} and {batch_size}")
-    fx, fy = _focals_for_all(fx, fy)  # checked here, before any actor starts
+    resolve_focal_lengths(fx, fy, optional=True)  # checked here, before any actor starts
     outputs = _check_outputs(outputs)
     ray = import_ray()
     if not ray.is_initialized():
         ray.init()  # what Ray Data would start on first use; now, to see the cluster's resources
     cluster = ray.cluster_resources()
-    device, gpus = _actor_device(device, gpus_per_actor, cluster.get("GPU", 0))
+    device, gpus = _actor_device(settings.device, gpus_per_actor, cluster.get("GPU", 0))
     actors = min(actors, math.ceil(len(files) / batch_size))  # an actor without a batch: a model for nothing
     for kind, per_actor in (("CPU", cpus_per_actor), ("GPU", gpus)):
         if actors * per_actor > cluster.get(kind, 0):
@@ -264,12 +260,12 @@ def depth_dataset(
     return images.map_batches(
         DepthPredictor,
         fn_constructor_kwargs=dict(
-            backbone=backbone,
-            backend=backend,
-            precision=precision,
-            device=device,
-            # absolute: an actor may work in another folder than this process
-            checkpoint=None if checkpoint is None else str(Path(checkpoint).expanduser().absolute()),
+            settings=dataclasses.replace(
+                settings,
+                device=device,
+                # absolute: an actor may work in another folder than this process
+                checkpoint=settings.checkpoint and str(Path(settings.checkpoint).expanduser().absolute()),
+            ),
             fx=fx,
             fy=fy,
             outputs=outputs,

@@ -16,6 +16,7 @@ from ..errors import BackendUnavailable, InputError
 from ..model import BACKBONES, Metric3DOutput
 from ..model.config import CONFIGS
 from ..processing import Canvas
+from ..settings import RuntimeSettings
 from .backend import Backend, check_backend
 from .postprocess import check_finite_depth, focal_lengths, metric_scales, to_metric_images, to_predictions
 from .precision import (
@@ -174,6 +175,17 @@ class Metric3D:
             self._backend = self._open_auto(compile, cuda_graph, build_progress)
         log.info("Metric3D %s: %s backend, %s, %s", self.backbone, self.backend, precision, self.device)
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: RuntimeSettings,
+        *,
+        model: torch.nn.Module | None = None,
+        build_progress: BuildProgress = print_progress,
+    ) -> Metric3D:
+        """The Metric3D that `settings` describe (the command line's, Ray's actors', Triton's model's)."""
+        return cls(**settings.keywords(), model=model, build_progress=build_progress)
+
     @property
     def backend(self) -> str:
         return self._backend.name
@@ -246,7 +258,6 @@ class Metric3D:
         fx, fy: focal lengths in pixels, one for all images or one per image (fy defaults to fx).
         """
         self._check_open()
-        fy = fx if fy is None else fy
         if isinstance(images, torch.Tensor):
             batch = canvases_from_tensor(images, self.device)
         elif isinstance(images, np.ndarray | list | tuple):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BackendUnavailable, InputError
+from ..focal import resolve_focal_lengths
 from ..model import Metric3DOutput
 from ..processing import Canvas, check_focal, metric_scale, resize_to_image, unpad
 from .prediction import Prediction
@@ -99,7 +100,9 @@ def _per_image(name: str, value: object, n: int) -> list[tuple[str, object]]:
 
 
 def _named_focals(n: int, fx: object, fy: object) -> list[tuple[str, object, str, object]]:
-    """(fx name, fx, fy name, fy) for each of n images; InputError when fx or fy has another count."""
+    """(fx name, fx, fy name, fy) for each of n images (fy defaults to fx); InputError when fx or fy has
+    another count."""
+    fx, fy, _ = resolve_focal_lengths(fx, fy, check=False)  # each image's values are checked by the caller
     fxs, fys = _per_image("fx", fx, n), _per_image("fy", fy, n)
     if len(fxs) != n or len(fys) != n:
         raise InputError(
@@ -109,7 +112,7 @@ def _named_focals(n: int, fx: object, fy: object) -> list[tuple[str, object, str
 
 
 def focal_lengths(
-    n: int, fx: float | Sequence[float], fy: float | Sequence[float]
+    n: int, fx: float | Sequence[float], fy: float | Sequence[float] | None = None
 ) -> list[tuple[float, float]]:
     """Each of n images' checked (fx, fy) in pixels; fx/fy are scalars or one per image."""
     named = _named_focals(n, fx, fy)
@@ -117,7 +120,7 @@ def focal_lengths(
 
 
 def metric_scales(
-    canvases: Sequence[Canvas], fx: float | Sequence[float], fy: float | Sequence[float]
+    canvases: Sequence[Canvas], fx: float | Sequence[float], fy: float | Sequence[float] | None = None
 ) -> list[float]:
     """Per-image metres-per-canonical-unit factors; fx/fy are scalars or one per image."""
     named = _named_focals(len(canvases), fx, fy)

@@ -38,8 +38,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..focal import resolve_focal_lengths
 from ..model import Metric3DOutput
-from ..processing import CANVAS_HW, Canvas, check_focal, validate_image
+from ..processing import CANVAS_HW, Canvas, validate_image
 from .postprocess import metric_scales, to_predictions
 from .prediction import Prediction
 from .preprocess import check_image_tensor, host_canvases, upload
@@ -345,8 +346,7 @@ class FrameStream:
         latest: bool = False,
         queue_size: int = 2,
     ) -> None:
-        fy = fx if fy is None else fy
-        fx, fy = check_focal("fx", fx), check_focal("fy", fy)  # before any work
+        fx, fy, _ = resolve_focal_lengths(fx, fy)  # before any work
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
             raise InputError(f"queue_size must be a whole number >= 1, got {queue_size!r}; the default is 2")
         self._pipeline = _Pipeline(runtime, _source_iterator(frames), fx, fy, latest, queue_size)

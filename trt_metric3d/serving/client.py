@@ -10,6 +10,7 @@ from types import ModuleType
 import numpy as np
 
 from ..errors import MissingDependency
+from ..focal import resolve_focal_lengths
 from ..processing import validate_image
 from .interface import FX, FY, IMAGE, MODEL_NAME, PREDICTION_FIELDS
 from .tritonserver_process import SERVE_EXTRA
@@ -40,10 +41,11 @@ def request_arrays(image: np.ndarray, fx: float, fy: float | None = None) -> dic
     """The inputs of a request for one RGB image, H x W x 3 uint8 (or float in [0, 1], as predict takes
     it), with the batch dimension Triton expects first; a batch, or an image that is no RGB image, is
     an InputError naming the fix here rather than Triton's "batch size does not match" later."""
+    fx, fy, _ = resolve_focal_lengths(fx, fy, check=False)  # the server checks them and says why
     return {
         IMAGE: validate_image(image)[None],
         FX: np.array([[fx]], dtype=np.float32),
-        FY: np.array([[fx if fy is None else fy]], dtype=np.float32),
+        FY: np.array([[fy]], dtype=np.float32),
     }
 
 

@@ -10,6 +10,7 @@ of a batch on its own and batches any image sizes together.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import tempfile
@@ -20,6 +21,7 @@ from pathlib import Path
 from ..checkpoint import read_state_dict
 from ..errors import InputError
 from ..runtime.metric3d import resolve_device
+from ..settings import RuntimeSettings
 from .interface import MODEL_NAME, request_inputs, response_outputs
 from .model_config import DEFAULT_QUEUE_DELAY_US, Enum, string_parameters, write_model
 from .tritonserver_process import Ports, TritonServer
@@ -28,7 +30,7 @@ DEFAULT_MAX_BATCH_SIZE = 4
 
 
 def serve_config(options: dict[str, str], max_batch_size: int, max_queue_delay_us: int) -> dict:
-    """The config of `serve`'s model; `options` are Metric3D's arguments ("" for the default)."""
+    """The config of `serve`'s model; `options` are its RuntimeSettings as strings (`to_strings`)."""
     config = {
         "name": MODEL_NAME,
         "backend": "python",
@@ -53,6 +55,7 @@ def serve(
     device: str | None = None,
     checkpoint: str | os.PathLike | None = None,
     *,
+    settings: RuntimeSettings | None = None,
     ports: Ports | None = None,
     address: str = "0.0.0.0",
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
@@ -68,12 +71,15 @@ def serve(
     >>> with serve("vit-small", "torch", device="cpu", ports=free_ports(), address="127.0.0.1") as server:
     ...     depth = Metric3DClient(server.url("http")).predict(image, fx=500.0).depth
 
+    settings: the Metric3D to serve, instead of backbone ... checkpoint (the command line's).
     The request format is in `interface`; see TritonServer for ports, address, log_path,
     ready_timeout_s and verbose.
     A checkpoint that cannot be read is refused before the server starts (CheckpointError); a model that
     fails to load in the server (a backend not installed, a checkpoint of another backbone) stops the
     start with BackendUnavailable quoting the model's error from the server's log.
     """
+    settings = settings or RuntimeSettings(backbone, backend, precision, device, checkpoint)
+    checkpoint = settings.checkpoint
     if max_batch_size < 1:
         raise InputError(f"max_batch_size {max_batch_size}: it must be >= 1 (1: no batching)")
     if max_queue_delay_us < 0:
@@ -82,14 +88,13 @@ def serve(
         raise InputError(f"checkpoint {checkpoint} is not a file: pass the official .pth file")
     if checkpoint is not None:  # a damaged file is said here, not in the log of a server that died of it
         read_state_dict(checkpoint, mmap=True)
-    options = {
-        "backbone": backbone,
-        "backend": backend,
-        "precision": precision or "",
+    served = dataclasses.replace(
+        settings,
         # checked here, before a server starts; the model loads in another process
-        "device": str(resolve_device(device)) if device is not None else "",
-        "checkpoint": str(Path(checkpoint).resolve()) if checkpoint is not None else "",
-    }
+        device=str(resolve_device(settings.device)) if settings.device is not None else None,
+        checkpoint=str(Path(checkpoint).resolve()) if checkpoint is not None else None,
+    )
+    options = served.to_strings()  # the model's config parameters (Metric3DModel reads them back)
     with tempfile.TemporaryDirectory(prefix="trt-metric3d-serve-") as repository:
         config = serve_config(options, max_batch_size, max_queue_delay_us)
         write_model(Path(repository), config, python_model=f"{__package__}.triton_models.Metric3DModel")

@@ -19,6 +19,7 @@ import triton_python_backend_utils as pb_utils
 
 from ..errors import InputError, Metric3DError
 from ..runtime import Metric3D, Prediction
+from ..settings import RuntimeSettings
 from .ensemble_steps import CANVAS_OUTPUTS, IMAGE_SIZE, SCALE, postprocess, preprocess
 from .interface import FX, FY, IMAGE, PREDICTION_FIELDS, check_request
 
@@ -63,14 +64,7 @@ class Metric3DModel:
     """
 
     def initialize(self, args: dict) -> None:
-        options = {key: value or None for key, value in config_parameters(args).items()}  # "" = default
-        self.runtime = Metric3D(
-            options["backbone"],
-            options["backend"],
-            options["precision"],
-            options["device"],
-            options["checkpoint"],
-        )
+        self.runtime = Metric3D.from_settings(RuntimeSettings.from_strings(config_parameters(args)))
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
