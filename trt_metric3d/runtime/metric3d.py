@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from ..choices import BACKENDS
-from ..choices import QUANTIZED_PRECISIONS as QUANTIZED  # calibrated Q/DQ graphs: TensorRT and ONNX Runtime
 from ..engine.builder import BuildProgress, print_progress
 from ..errors import BackendUnavailable, InputError
 from ..model import BACKBONES, Metric3DOutput
@@ -216,18 +215,11 @@ class Metric3D:
             )
             return TensorRTBackend(engine, self.device, cuda_graph=cuda_graph)
         if backend == "onnxruntime":
-            from ..export.stages import exported_onnx, quantized_onnx
-            from .onnxruntime_backend import OnnxRuntimeBackend, onnxruntime_providers
+            from .onnxruntime_backend import OnnxRuntimeBackend, onnxruntime_graph, onnxruntime_providers
 
             providers = onnxruntime_providers(self.device, self._engine_dir)  # before a long export
-            if self.precision in QUANTIZED:  # the Q/DQ graph with FP32 elsewhere: what the CPU runs best
-                onnx, *_ = quantized_onnx(
-                    self.backbone, self.precision, self._checkpoint, self._export_dir, self._calibration
-                )
-            else:
-                fp32, fp16, _ = exported_onnx(self.backbone, self._checkpoint, self._export_dir)
-                onnx = fp16 if self.precision == "fp16" else fp32
-            return OnnxRuntimeBackend(onnx, self.device, providers)
+            graph = (self.backbone, self.precision, self.device, self._checkpoint, self._export_dir)
+            return OnnxRuntimeBackend(onnxruntime_graph(*graph, self._calibration), self.device, providers)
         return self._torch(None, compile)
 
     def _torch(self, model: torch.nn.Module | None, compile: bool):
