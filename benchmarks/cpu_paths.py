@@ -119,9 +119,15 @@ def forwards(
 
 
 def measure(
-    backbone: str, size: tuple[int, int], paths: list[str], rounds: int, export_dir: Path | None, threads: int
+    backbone: str,
+    size: tuple[int, int],
+    paths: list[str],
+    rounds: int,
+    export_dir: Path | None,
+    threads: int,
+    warmups: int = 1,
 ) -> list[dict]:
-    """Per path: wall and CPU seconds of each round (a warm-up forward first, untimed)."""
+    """Per path: wall and CPU seconds of each round (after `warmups` untimed forwards)."""
     runs = forwards(backbone, size, paths, export_dir, threads)
     with torch.inference_mode():
         if "original-style" in paths:
@@ -130,8 +136,9 @@ def measure(
                 f"{backbone}: original-style vs ours-fp32 on 112x168, max abs diff {diff:.2e} (ok)",
                 flush=True,
             )
-        for path in paths:
-            runs[path]()
+        for _ in range(warmups):
+            for path in paths:
+                runs[path]()
         samples: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in paths}
         for number in range(1, rounds + 1):
             for path in paths:
@@ -171,6 +178,7 @@ def main() -> None:
     parser.add_argument("--size", default="616x1064", help="canvas HxW (multiples of 28)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds (each path once per round)")
+    parser.add_argument("--warmups", type=int, default=1, help="untimed forwards per path first")
     offered = [path for path in PATHS if HAS_OPENVINO or not path.startswith("openvino-")]
     parser.add_argument("--paths", nargs="+", default=offered, choices=PATHS)
     parser.add_argument(
@@ -181,19 +189,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     height, width = (int(v) for v in args.size.lower().split("x"))
     header = (
-        f"torch {torch.__version__}, {args.threads} threads, canvas {height}x{width}, {args.rounds} rounds\n"
+        f"torch {torch.__version__}, {args.threads} threads, canvas {height}x{width}, {args.rounds} rounds "
+        f"after {args.warmups} warm-up(s)\n"
         f"CPU {cpu_features().summary()}; bf16 units oneDNN may use: {cpu_features().bf16_units or 'none'}"
     )
     print(header, flush=True)
     rows = [
         row
         for backbone in args.backbones
-        for row in measure(backbone, (height, width), args.paths, args.rounds, args.export_dir, args.threads)
+        for row in measure(
+            backbone, (height, width), args.paths, args.rounds, args.export_dir, args.threads, args.warmups
+        )
     ]
     print(f"\n{header}\n\n{table(rows)}", flush=True)
     if args.onednn_isa:
         child = ["--backbones", *args.backbones, "--size", args.size, "--threads", str(args.threads)]
-        child += ["--rounds", str(args.rounds), "--paths", *args.paths]
+        child += ["--rounds", str(args.rounds), "--warmups", str(args.warmups), "--paths", *args.paths]
         child += ["--export-dir", str(args.export_dir)] if args.export_dir else []
         env = {**os.environ, "ONEDNN_MAX_CPU_ISA": args.onednn_isa}
         print(f"\nagain with ONEDNN_MAX_CPU_ISA={args.onednn_isa}:\n", flush=True)

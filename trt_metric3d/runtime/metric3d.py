@@ -129,8 +129,9 @@ class Metric3D:
         GPUs, and on CPUs with AMX-BF16 or AVX512-BF16 units, where it is the default for PyTorch;
         see runtime/precision.py); "int8" or "fp8" (TensorRT and ONNX Runtime): the ViT encoder
         quantized, calibrated once on the photos in `calibration` (default: the bundled calibration/
-        photos), the rest FP16 (TensorRT) or FP32 (ONNX Runtime). A `Backend` object runs in what it
-        runs in: precision only names it (default fp32).
+        photos), the rest FP16 (TensorRT) or FP32 (ONNX Runtime); int8 on ONNX Runtime's CPU
+        provider: its integer graph, calibrated on nothing (export/integer.py). A `Backend` object
+        runs in what it runs in: precision only names it (default fp32).
         checkpoint: official .pth path (default: METRIC3D_CHECKPOINT_DIR, HF cache, download).
         compile: torch.compile the PyTorch network.
         model: an already-loaded PyTorch network to run (torch backend); skips checkpoint loading.
