@@ -9,6 +9,14 @@ Paths (all under torch.inference_mode(), batch 1, untrained weights: the arithme
   ours-fp32       the torch backend in fp32 (`Metric3D(backend="torch", precision="fp32")`)
   ours-bf16       the torch backend in bf16: CPU autocast, products in oneDNN on AMX-BF16 /
                   AVX512-BF16 units where the CPU has them (`precision="bf16"`, the default there)
+  ort-fp32        the onnxruntime backend's CPU provider on the exported FP32 ONNX
+  ort-int8        the onnxruntime backend on the CPU in int8: the integer graph (export/integer.py;
+                  the encoder's MatMuls as DynamicQuantizeMatMul, MLAS's VNNI / AVX2 integer kernels)
+  openvino-fp32   candidates, not a backend of the project: OpenVINO's CPU plugin on the FP32 ONNX
+  openvino-bf16   (INFERENCE_PRECISION_HINT f32 / bf16), compiled for the canvas; offered when
+                  `openvino` imports, e.g. run with a venv that has it over this one
+The ONNX paths export the network once into --export-dir (cached there, by checkpoint); all paths run
+the reference's synthetic weights (tests/reference.py), which time as a trained checkpoint does.
 
 Each round runs every path once, in turn, so a noisy machine (other tenants) weighs on all paths
 alike; the table gives the min and median over rounds of the wall time and of the process's CPU
@@ -17,32 +25,86 @@ the original-style path's median to each path's, in wall and in CPU time. The he
 the CPU offers (/proc/cpuinfo, torch's capability and oneDNN's cap): the bf16 figures mean little
 without it.
 --onednn-isa repeats the whole measurement in a child process with ONEDNN_MAX_CPU_ISA set (oneDNN
-reads it once, at start): what a CPU without those units gets.
+reads it once, at start): what a CPU without those units gets. It caps PyTorch's oneDNN only: ONNX
+Runtime's MLAS picks its kernels from the CPU's own flags and has no such cap, so its rows there are
+this CPU's.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import os
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from bf16_accuracy import synthetic_model
 from model_paths import check_original_style, original_style
 
 from trt_metric3d.model import BACKBONES, build_model
 from trt_metric3d.runtime.cpu import cpu_features
 from trt_metric3d.runtime.torch_backend import TorchBackend
+from trt_metric3d.workspace import EXPORT_DIR_ENV, workspace_dir
 
-PATHS = ("original-style", "ours-fp32", "ours-bf16")
+PATHS = ("original-style", "ours-fp32", "ours-bf16", "ort-fp32", "ort-int8", "openvino-fp32", "openvino-bf16")
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 
 
-def forwards(backbone: str, size: tuple[int, int]) -> dict[str, Callable[[], object]]:
+def openvino_forward(onnx: Path, precision: str, pixels: torch.Tensor, threads: int) -> Callable[[], object]:
+    """OpenVINO's CPU plugin on `onnx`, compiled for the canvas of `pixels`, in precision f32 or bf16."""
+    import openvino
+
+    core = openvino.Core()
+    model = core.read_model(str(onnx))
+    model.reshape({"image": list(pixels.shape)})
+    config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1}
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    image = pixels.numpy()
+    return lambda: request.infer({"image": image})
+
+
+def onnx_forwards(
+    model: torch.nn.Module,
+    backbone: str,
+    pixels: torch.Tensor,
+    paths: list[str],
+    export_dir: Path | None,
+    threads: int,
+) -> dict[str, Callable[[], object]]:
+    """The asked ONNX paths (ort-*, openvino-*) on `pixels`, on `model` exported once into `export_dir`."""
+    from trt_metric3d.export import stages
+    from trt_metric3d.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    asked = [path for path in paths if path.startswith(("ort-", "openvino-"))]
+    if not asked:
+        return {}
+    folder = export_dir or workspace_dir(EXPORT_DIR_ENV, "export")
+    checkpoint = Path(folder) / f"{backbone}-synthetic.pth"
+    if not checkpoint.is_file():
+        torch.save({"model_state_dict": model.state_dict()}, checkpoint)
+    fp32 = stages.exported_onnx(backbone, checkpoint, folder)[0]
+    cpu, providers = torch.device("cpu"), ["CPUExecutionProvider"]
+    runs: dict[str, Callable[[], object]] = {}
+    for path in asked:
+        if path.startswith("openvino-"):
+            runs[path] = openvino_forward(fp32, {"fp32": "f32", "bf16": "bf16"}[path[9:]], pixels, threads)
+        else:
+            onnx = fp32 if path == "ort-fp32" else stages.integer_onnx(backbone, checkpoint, folder)[0]
+            runs[path] = functools.partial(OnnxRuntimeBackend(onnx, cpu, providers, threads), pixels)
+    return runs
+
+
+def forwards(
+    backbone: str, size: tuple[int, int], paths: list[str], export_dir: Path | None, threads: int
+) -> dict[str, Callable[[], object]]:
     """One zero-argument forward per path, on the same network and the same canvas."""
-    model = build_model(backbone).eval().requires_grad_(False)
+    model = synthetic_model(backbone).eval().requires_grad_(False)
     cpu = torch.device("cpu")
     pixels = torch.rand(1, 3, *size) * 255  # the backend's input: the 0..255 canvas
     normalised = (pixels - 127.5) / 60.0  # the raw network's input (scale is irrelevant to the time)
@@ -52,12 +114,21 @@ def forwards(backbone: str, size: tuple[int, int]) -> dict[str, Callable[[], obj
         with original_style(model):
             return model(normalised)
 
-    return {"original-style": original, "ours-fp32": lambda: fp32(pixels), "ours-bf16": lambda: bf16(pixels)}
+    runs = {"original-style": original, "ours-fp32": lambda: fp32(pixels), "ours-bf16": lambda: bf16(pixels)}
+    return runs | onnx_forwards(model, backbone, pixels, paths, export_dir, threads)
 
 
-def measure(backbone: str, size: tuple[int, int], paths: list[str], rounds: int) -> list[dict]:
-    """Per path: wall and CPU seconds of each round (a warm-up forward first, untimed)."""
-    runs = forwards(backbone, size)
+def measure(
+    backbone: str,
+    size: tuple[int, int],
+    paths: list[str],
+    rounds: int,
+    export_dir: Path | None,
+    threads: int,
+    warmups: int = 1,
+) -> list[dict]:
+    """Per path: wall and CPU seconds of each round (after `warmups` untimed forwards)."""
+    runs = forwards(backbone, size, paths, export_dir, threads)
     with torch.inference_mode():
         if "original-style" in paths:
             diff = check_original_style(build_model(backbone).eval(), torch.device("cpu"))
@@ -65,8 +136,9 @@ def measure(backbone: str, size: tuple[int, int], paths: list[str], rounds: int)
                 f"{backbone}: original-style vs ours-fp32 on 112x168, max abs diff {diff:.2e} (ok)",
                 flush=True,
             )
-        for path in paths:
-            runs[path]()
+        for _ in range(warmups):
+            for path in paths:
+                runs[path]()
         samples: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in paths}
         for number in range(1, rounds + 1):
             for path in paths:
@@ -106,23 +178,34 @@ def main() -> None:
     parser.add_argument("--size", default="616x1064", help="canvas HxW (multiples of 28)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds (each path once per round)")
-    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
+    parser.add_argument("--warmups", type=int, default=1, help="untimed forwards per path first")
+    offered = [path for path in PATHS if HAS_OPENVINO or not path.startswith("openvino-")]
+    parser.add_argument("--paths", nargs="+", default=offered, choices=PATHS)
     parser.add_argument(
         "--onednn-isa", default=None, help="then again with ONEDNN_MAX_CPU_ISA set, e.g. AVX2"
     )
+    parser.add_argument("--export-dir", type=Path, help="where the ort-* paths' ONNX files are cached")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     height, width = (int(v) for v in args.size.lower().split("x"))
     header = (
-        f"torch {torch.__version__}, {args.threads} threads, canvas {height}x{width}, {args.rounds} rounds\n"
+        f"torch {torch.__version__}, {args.threads} threads, canvas {height}x{width}, {args.rounds} rounds "
+        f"after {args.warmups} warm-up(s)\n"
         f"CPU {cpu_features().summary()}; bf16 units oneDNN may use: {cpu_features().bf16_units or 'none'}"
     )
     print(header, flush=True)
-    rows = [row for b in args.backbones for row in measure(b, (height, width), args.paths, args.rounds)]
+    rows = [
+        row
+        for backbone in args.backbones
+        for row in measure(
+            backbone, (height, width), args.paths, args.rounds, args.export_dir, args.threads, args.warmups
+        )
+    ]
     print(f"\n{header}\n\n{table(rows)}", flush=True)
     if args.onednn_isa:
         child = ["--backbones", *args.backbones, "--size", args.size, "--threads", str(args.threads)]
-        child += ["--rounds", str(args.rounds), "--paths", *args.paths]
+        child += ["--rounds", str(args.rounds), "--warmups", str(args.warmups), "--paths", *args.paths]
+        child += ["--export-dir", str(args.export_dir)] if args.export_dir else []
         env = {**os.environ, "ONEDNN_MAX_CPU_ISA": args.onednn_isa}
         print(f"\nagain with ONEDNN_MAX_CPU_ISA={args.onednn_isa}:\n", flush=True)
         subprocess.run([sys.executable, __file__, *child], env=env, check=True)

@@ -141,6 +141,21 @@ def test_bf16_on_another_backend_names_torch(monkeypatch, backend, device):
         Metric3D("vit-small", backend, "bf16", device)
 
 
+@pytest.mark.parametrize(
+    ("features", "default", "int8"),
+    [
+        (ZEN4, "bf16 on AVX512-BF16 (torch backend)", "kernels on AVX512-VNNI"),
+        (SAPPHIRE_RAPIDS, "bf16 on AMX-BF16 (torch backend)", "kernels on AMX-INT8"),
+        (AVX2_ONLY, "fp32 (no bf16 units", "kernels in AVX2 / AVX-512 integer arithmetic"),
+    ],
+)
+def test_doctor_says_which_cpu_paths_run(fake_cpu, features, default, int8):
+    fake_cpu(features)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert f"CPU precision by default: {default}" in result.output
+    assert f"CPU int8 (onnxruntime backend): the integer graph, its {int8}" in result.output
+
+
 def test_every_precision_has_a_backend():
     assert set(precision.PRECISIONS) == {p for ps in precision.BACKEND_PRECISIONS.values() for p in ps}
 

@@ -118,15 +118,12 @@ def doctor() -> None:
     )
     click.echo(f"torch {torch.__version__}")
     from ..runtime.cpu import cpu_features
+    from ..runtime.precision import cpu_path_lines
 
     features = cpu_features()
     click.echo(f"CPU: {features.summary()}")
-    bf16 = features.bf16_units
-    click.echo(
-        f"CPU precision by default: bf16 on {bf16} (torch backend)"
-        if bf16
-        else "CPU precision by default: fp32 (no bf16 units oneDNN may use: bf16 would be emulated)"
-    )
+    for line in cpu_path_lines(features):
+        click.echo(line)
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability()
         click.echo(f"GPU: {torch.cuda.get_device_name()} (compute capability {major}.{minor})")

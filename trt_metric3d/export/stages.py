@@ -1,5 +1,5 @@
-"""The cached ONNX stages: checkpoint -> FP32 ONNX -> mixed FP16 ONNX, and FP32 ONNX -> calibrated
-INT8 / FP8 Q/DQ ONNX -> its mixed FP16 version.
+"""The cached ONNX stages: checkpoint -> FP32 ONNX -> mixed FP16 ONNX; FP32 ONNX -> calibrated
+INT8 / FP8 Q/DQ ONNX -> its mixed FP16 version; FP32 ONNX -> ONNX Runtime's integer INT8 graph (CPU).
 
 Each file is made once per input (checkpoint; calibration set and recipe), under a lock, with a
 manifest that tells a complete file from a damaged one (re-exported with one warning). ONNX Runtime
@@ -20,7 +20,7 @@ from filelock import FileLock
 from ..checkpoint import load_model, resolve_checkpoint
 from ..io import writable_folder
 from ..workspace import EXPORT_DIR_ENV, file_sha256, remove_stale_temps, workspace_dir
-from . import export_onnx, import_onnx_extra, quantize, staging
+from . import export_onnx, import_onnx_extra, integer, quantize, staging
 
 log = logging.getLogger("trt_metric3d")
 
@@ -120,3 +120,19 @@ def quantized_onnx(
 
             convert_fp16(qdq, mixed)
     return qdq, mixed, digest, key
+
+
+def integer_onnx(
+    backbone: str, checkpoint: str | os.PathLike | None = None, folder: str | os.PathLike | None = None
+) -> tuple[Path, str, str]:
+    """(ONNX Runtime's integer INT8 ONNX, checkpoint sha256, its key), made once per checkpoint,
+    recipe and ONNX Runtime version (export/integer.py; nothing to calibrate)."""
+    import_onnx_extra("onnxruntime")  # its quantizer, before an export that would need it
+    fp32, _, digest = exported_onnx(backbone, checkpoint, folder)
+    key = integer.integer_key()
+    path = fp32.with_name(f"{fp32.stem}.int8-cpu-{key}.onnx")
+    with FileLock(str(path) + ".lock"):  # held by every writer of the file and its manifest
+        (redo,) = _to_redo((path,))
+        if redo:
+            integer.quantize_integer(fp32, path)
+    return path, digest, key

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from ..choices import BACKENDS
-from ..choices import QUANTIZED_PRECISIONS as QUANTIZED  # calibrated Q/DQ graphs: TensorRT and ONNX Runtime
 from ..engine.builder import BuildProgress, print_progress
 from ..errors import BackendUnavailable, InputError
 from ..model import BACKBONES, Metric3DOutput
@@ -123,8 +122,9 @@ class Metric3D:
         GPUs, and on CPUs with AMX-BF16 or AVX512-BF16 units, where it is the default for PyTorch;
         see runtime/precision.py); "int8" or "fp8" (TensorRT and ONNX Runtime): the ViT encoder
         quantized, calibrated once on the photos in `calibration` (default: the bundled calibration/
-        photos), the rest FP16 (TensorRT) or FP32 (ONNX Runtime). A `Backend` object runs in what it
-        runs in: precision only names it (default fp32).
+        photos), the rest FP16 (TensorRT) or FP32 (ONNX Runtime); int8 on ONNX Runtime's CPU
+        provider: its integer graph, calibrated on nothing (export/integer.py). A `Backend` object
+        runs in what it runs in: precision only names it (default fp32).
         checkpoint: official .pth path (default: METRIC3D_CHECKPOINT_DIR, HF cache, download).
         compile: torch.compile the PyTorch network.
         model: an already-loaded PyTorch network to run (torch backend); skips checkpoint loading.
@@ -220,18 +220,11 @@ class Metric3D:
             )
             return TensorRTBackend(engine, self.device, cuda_graph=cuda_graph)
         if backend == "onnxruntime":
-            from ..export.stages import exported_onnx, quantized_onnx
-            from .onnxruntime_backend import OnnxRuntimeBackend, onnxruntime_providers
+            from .onnxruntime_backend import OnnxRuntimeBackend, onnxruntime_graph, onnxruntime_providers
 
             providers = onnxruntime_providers(self.device, self._engine_dir)  # before a long export
-            if self.precision in QUANTIZED:  # the Q/DQ graph with FP32 elsewhere: what the CPU runs best
-                onnx, *_ = quantized_onnx(
-                    self.backbone, self.precision, self._checkpoint, self._export_dir, self._calibration
-                )
-            else:
-                fp32, fp16, _ = exported_onnx(self.backbone, self._checkpoint, self._export_dir)
-                onnx = fp16 if self.precision == "fp16" else fp32
-            return OnnxRuntimeBackend(onnx, self.device, providers)
+            graph = (self.backbone, self.precision, self.device, self._checkpoint, self._export_dir)
+            return OnnxRuntimeBackend(onnxruntime_graph(*graph, self._calibration), self.device, providers)
         return self._torch(None, compile)
 
     def _torch(self, model: torch.nn.Module | None, compile: bool):

@@ -65,3 +65,16 @@ def check_bf16_device(device: torch.device) -> None:
             "Metric3D: this CPU has no bf16 units oneDNN may use (%s): bf16 is emulated and slower than fp32",
             cpu.cpu_features().summary(),
         )
+
+
+def cpu_path_lines(features: cpu.CpuFeatures) -> list[str]:
+    """What runs on this CPU, for `doctor`: the default precision and its backend, and what int8 runs."""
+    bf16 = features.bf16_units
+    default = (
+        f"CPU precision by default: bf16 on {bf16} (torch backend)"
+        if bf16
+        else "CPU precision by default: fp32 (no bf16 units oneDNN may use: bf16 would be emulated)"
+    )
+    int8 = next(iter(features.units(cpu.INT8_UNITS)), None)
+    kernels = f"on {int8}" if int8 else "in AVX2 / AVX-512 integer arithmetic (no VNNI / AMX units)"
+    return [default, f"CPU int8 (onnxruntime backend): the integer graph, its kernels {kernels}"]
