@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from stand_in_backends import StandInNetwork
+from stand_in_backends import load_stand_in_networks
 
 from reference import REPO_ROOT, synthetic_state_dict
 from trt_metric3d.model import build_model
@@ -73,10 +73,8 @@ def small_onnx(small_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def stand_in_network(monkeypatch) -> None:
-    """Checkpoints load into a `StandInNetwork` (plumbing tests of code that opens its own runtime, as
-    the command line does): the file is still found and read as `checkpoint.load_model` reads it, so a
-    missing or damaged one is still refused, but no ViT is built or run."""
+    """Checkpoints load into a `StandInNetwork` (`load_stand_in_networks`): for plumbing tests of code
+    that opens its own runtime, as the command line does."""
     from trt_metric3d import checkpoint
 
-    monkeypatch.setattr(checkpoint, "build_model", lambda backbone: StandInNetwork())
-    monkeypatch.setattr(checkpoint, "load_state_dict_strict", lambda model, state_dict: None)
+    load_stand_in_networks(monkeypatch, checkpoint)

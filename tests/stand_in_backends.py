@@ -4,7 +4,9 @@ network's place where a checkpoint is loaded (the `stand_in_network` fixture), f
 own runtime by name, as the command line does."""
 
 import time
+from types import ModuleType
 
+import pytest
 import torch
 
 from trt_metric3d.model import Metric3DOutput
@@ -55,3 +57,11 @@ class StandInNetwork(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> Metric3DOutput:
         return red_depth_outputs(x * self.std + self.mean)
+
+
+def load_stand_in_networks(monkeypatch: pytest.MonkeyPatch, checkpoint_module: ModuleType) -> None:
+    """Checkpoints load into a `StandInNetwork` through `checkpoint_module.load_model` (the package's
+    trt_metric3d.checkpoint, or a ComfyUI pack's own copy of it): the file is still found and read,
+    so a missing or damaged one is still refused, but no ViT is built or run."""
+    monkeypatch.setattr(checkpoint_module, "build_model", lambda backbone: StandInNetwork())
+    monkeypatch.setattr(checkpoint_module, "load_state_dict_strict", lambda model, state_dict: None)
