@@ -90,8 +90,13 @@ def test_infer_without_focal_or_exif_asks_for_fx(small_checkpoint, tmp_path):
     assert result.exit_code != 0 and "has no EXIF focal length: pass --fx" in result.output
 
 
-def test_bench_prints_a_table_and_writes_json(small_checkpoint, tmp_path):
+def test_bench_prints_a_table_and_writes_json(small_checkpoint, tmp_path, stand_in_network, monkeypatch):
     import json
+
+    from trt_metric3d import benchmark
+
+    # measured here, on the stand-in network (test_cli_first_hour.py measures in a process of its own)
+    monkeypatch.setattr(benchmark, "measure_in_own_process", benchmark.measure)
 
     out = tmp_path / "bench.json"
     args = [
