@@ -105,14 +105,29 @@ def torch_layer() -> Path:
     return folder
 
 
+def _venv_template(without_setuptools: bool) -> Path:
+    """A venv as `python -m venv` makes it (with the setuptools it brings removed, where asked), made
+    once and copied for each test: making one runs ensurepip, the slowest step of a test's set-up."""
+    key = hashlib.sha256(f"{sys.version}|{without_setuptools}".encode()).hexdigest()[:12]
+    template = cache_root() / f"venv-{key}"
+    with FileLock(str(template) + ".lock"):
+        if not (template / "ready").is_file():
+            run([sys.executable, "-m", "venv", "--clear", template])
+            if without_setuptools:
+                run([python_in(template), "-m", "pip", "uninstall", "-q", "-y", "setuptools"])
+            (template / "ready").touch()
+    return template
+
+
 def fresh_venv(env: Path, layers: list[Path]) -> Path:
-    """A new venv at `env` that also sees the site-packages folders in `layers`; its Python."""
-    run([sys.executable, "-m", "venv", "--clear", env])
+    """A new venv at `env` that also sees the site-packages folders in `layers`; its Python. (A copy of
+    a template: a venv finds its prefix from where its python is, so a copy is a venv of its own.)"""
+    # the venv's own old setuptools would hide the one the layers' torch asks for
+    shutil.copytree(_venv_template(without_setuptools=bool(layers)), env, symlinks=True)
+    (env / "ready").unlink()
     python = python_in(env)
     purelib = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
     (Path(purelib) / "zz_layers.pth").write_text("".join(f"{layer}\n" for layer in layers))
-    if layers:  # the venv's own old setuptools would hide the one the layers' torch asks for
-        run([python, "-m", "pip", "uninstall", "-q", "-y", "setuptools"])
     return python
 
 

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from stand_in_backends import load_stand_in_networks
 
 from reference import REPO_ROOT, synthetic_state_dict
 from trt_metric3d.model import build_model
@@ -68,3 +69,12 @@ def small_onnx(small_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
 
     fp32, fp16, _ = stages.exported_onnx("vit-small", small_checkpoint, tmp_path_factory.mktemp("export"))
     return fp32, fp16
+
+
+@pytest.fixture
+def stand_in_network(monkeypatch) -> None:
+    """Checkpoints load into a `StandInNetwork` (`load_stand_in_networks`): for plumbing tests of code
+    that opens its own runtime, as the command line does."""
+    from trt_metric3d import checkpoint
+
+    load_stand_in_networks(monkeypatch, checkpoint)

@@ -60,7 +60,7 @@ def test_infer_unreadable_image_is_a_clear_error(small_checkpoint, tmp_path):
     assert result.exit_code != 0 and "not a readable image" in result.output
 
 
-def test_infer_reads_the_focal_length_from_exif(small_checkpoint, tmp_path):
+def test_infer_reads_the_focal_length_from_exif(small_checkpoint, tmp_path, stand_in_network):
     from PIL import Image
 
     exif = Image.Exif()
@@ -90,8 +90,13 @@ def test_infer_without_focal_or_exif_asks_for_fx(small_checkpoint, tmp_path):
     assert result.exit_code != 0 and "has no EXIF focal length: pass --fx" in result.output
 
 
-def test_bench_prints_a_table_and_writes_json(small_checkpoint, tmp_path):
+def test_bench_prints_a_table_and_writes_json(small_checkpoint, tmp_path, stand_in_network, monkeypatch):
     import json
+
+    from trt_metric3d import benchmark
+
+    # measured here, on the stand-in network (test_cli_first_hour.py measures in a process of its own)
+    monkeypatch.setattr(benchmark, "measure_in_own_process", benchmark.measure)
 
     out = tmp_path / "bench.json"
     args = [
@@ -128,7 +133,7 @@ def test_doctor_reports_backends_and_what_to_install(monkeypatch, tmp_path):
     assert "checkpoint vit-small:" in result.output and f"engines in {tmp_path}: 0" in result.output
 
 
-def test_check_compares_a_backend_with_pytorch(small_checkpoint, tmp_path):
+def test_check_compares_a_backend_with_pytorch(small_checkpoint, tmp_path, stand_in_network):
     image = cv2.resize(cv2.imread(str(reference_dir() / "coffee.png")), (90, 60))
     cv2.imwrite(str(tmp_path / "small.png"), image)
     args = ["check", "--backend", "torch", "--precision", "fp32", "--device", "cpu"]
@@ -140,7 +145,7 @@ def test_check_compares_a_backend_with_pytorch(small_checkpoint, tmp_path):
     assert "| small | depth | 0.00e+00 | 1.0000 | 0.00e+00 |" in result.output
 
 
-def test_check_compares_each_input_with_its_own_reference(small_checkpoint, tmp_path):
+def test_check_compares_each_input_with_its_own_reference(small_checkpoint, tmp_path, stand_in_network):
     """Two files of one name in two folders, of different sizes: each against its own reference (not the
     other's, as when results were keyed by file name), its row named as infer names its results."""
     image = cv2.resize(cv2.imread(str(reference_dir() / "coffee.png")), (90, 60))
@@ -156,7 +161,7 @@ def test_check_compares_each_input_with_its_own_reference(small_checkpoint, tmp_
             assert f"| {name} | {output} | 0.00e+00 | 1.0000 | 0.00e+00 |" in result.output
 
 
-def test_infer_writes_a_point_cloud_with_ply(small_checkpoint, tmp_path):
+def test_infer_writes_a_point_cloud_with_ply(small_checkpoint, tmp_path, stand_in_network):
     plyfile = pytest.importorskip("plyfile")
     image = cv2.resize(cv2.imread(str(reference_dir() / "coffee.png")), (45, 30))
     cv2.imwrite(str(tmp_path / "cup.png"), image)

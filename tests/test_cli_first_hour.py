@@ -35,7 +35,7 @@ def test_result_names_are_distinct_and_plain_where_possible():
     assert len({n.lower() for n in same_but_case}) == 2
 
 
-def test_infer_gives_inputs_that_share_a_stem_their_own_results(small_checkpoint, tmp_path):
+def test_infer_gives_inputs_that_share_a_stem_their_own_results(small_checkpoint, tmp_path, stand_in_network):
     sizes = {"d1/photo.png": (40, 60), "d1/photo.jpg": (50, 70), "d2/photo.jpg": (30, 90)}
     for name, (height, width) in sizes.items():
         _photo(tmp_path / name, height, width)
@@ -56,7 +56,7 @@ def test_infer_gives_inputs_that_share_a_stem_their_own_results(small_checkpoint
     assert sorted(np.load(p).shape for p in depths) == sorted(sizes.values())
 
 
-def test_infer_goes_on_past_a_bad_image_and_lists_it(small_checkpoint, tmp_path):
+def test_infer_goes_on_past_a_bad_image_and_lists_it(small_checkpoint, tmp_path, stand_in_network):
     _photo(tmp_path / "in" / "a_good.png", 30, 40)
     (tmp_path / "in" / "b_broken.jpg").write_bytes(b"not an image")
     _photo(tmp_path / "in" / "c_good.png", 30, 40)
@@ -85,7 +85,7 @@ def test_infer_checks_the_output_folder_before_loading_the_model(tmp_path, monke
     assert isinstance(debug.exception, WorkspaceError)
 
 
-def test_infer_says_when_the_millimetre_png_clips(small_checkpoint, tmp_path):
+def test_infer_says_when_the_millimetre_png_clips(small_checkpoint, tmp_path, stand_in_network):
     _photo(tmp_path / "far.png", 30, 40)
     out = tmp_path / "out"
     result = _infer(str(tmp_path / "far.png"), "--fx", "1e6", "--out", str(out), checkpoint=small_checkpoint)

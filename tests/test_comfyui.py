@@ -10,6 +10,7 @@ import comfy_api_stand_in
 import numpy as np
 import pytest
 import torch
+from stand_in_backends import StandInNetwork, load_stand_in_networks
 
 from reference import REPO_ROOT, load_arrays
 
@@ -53,6 +54,17 @@ def pack(small_checkpoint):
         mp.setenv("METRIC3D_CHECKPOINT_DIR", str(small_checkpoint.parent))
         comfy_api_stand_in.install(mp)
         yield load_pack("trt_metric3d_custom_nodes")
+
+
+@pytest.fixture(scope="module")
+def stand_in_pack(small_checkpoint):
+    """The pack again, as its own package, its network a stand-in: for the plumbing tests."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METRIC3D_CHECKPOINT_DIR", str(small_checkpoint.parent))
+        comfy_api_stand_in.install(mp)
+        pack = load_pack("trt_metric3d_stand_in_nodes")
+        load_stand_in_networks(mp, sys.modules["trt_metric3d_stand_in_nodes.trt_metric3d.checkpoint"])
+        yield pack
 
 
 @pytest.fixture(scope="module")
@@ -102,14 +114,14 @@ def test_nodes_match_the_original_nodes(pack, coffee_image, node_id, reference):
     assert diff.max() <= 1, f"{np.count_nonzero(diff)} values differ"
 
 
-def test_model_is_loaded_once_and_batches_run(pack, coffee_image, monkeypatch):
-    nodes = sys.modules["trt_metric3d_custom_nodes.trt_metric3d.comfyui.nodes"]
+def test_model_is_loaded_once_and_batches_run(stand_in_pack, coffee_image, monkeypatch):
+    nodes = sys.modules["trt_metric3d_stand_in_nodes.trt_metric3d.comfyui.nodes"]
     nodes.managed_model("vit-small")  # first use loads it
     loads = []
     monkeypatch.setattr(nodes, "load_managed", lambda backbone: loads.append(backbone))
     small = torch.from_numpy(np.ascontiguousarray(coffee_image[0][::4, ::4]).astype(np.float32) / 255.0)
     batch = torch.stack([small, small.flip(1)])
-    (out,) = run(pack["Metric3D-DepthMapPreprocessor"], batch, resolution=64)
+    (out,) = run(stand_in_pack["Metric3D-DepthMapPreprocessor"], batch, resolution=64)
     assert out.shape[0] == 2 and min(out.shape[1:3]) == 64
     assert not torch.equal(out[0], out[1])
     assert loads == [], "the cached model was loaded again"
@@ -131,13 +143,13 @@ def test_onnxruntime_backend_gives_the_original_node_images(
     assert said == [f"Metric3D nodes: vit-small on onnxruntime, fp32, cpu, running {small_onnx[0]}"], said
 
 
-def test_pytorch_runtime_says_what_it_runs_once(pack, small_checkpoint, caplog):
-    nodes = sys.modules["trt_metric3d_custom_nodes.trt_metric3d.comfyui.nodes"]
+def test_pytorch_runtime_says_what_it_runs_once(stand_in_pack, small_checkpoint, caplog):
+    nodes = sys.modules["trt_metric3d_stand_in_nodes.trt_metric3d.comfyui.nodes"]
     nodes._on_managed_model.clear()
     with caplog.at_level("INFO", logger="trt_metric3d"):
         for _ in range(2):
             run(
-                pack["Metric3D-DepthMapPreprocessor"],
+                stand_in_pack["Metric3D-DepthMapPreprocessor"],
                 torch.rand(1, 56, 84, 3),
                 resolution=64,
                 backend="torch",
@@ -146,9 +158,9 @@ def test_pytorch_runtime_says_what_it_runs_once(pack, small_checkpoint, caplog):
     assert said == [f"Metric3D nodes: vit-small on torch, fp32, cpu, running {small_checkpoint}"]
 
 
-def test_unavailable_tensorrt_falls_back_to_pytorch_and_says_so_once(pack, caplog):
+def test_unavailable_tensorrt_falls_back_to_pytorch_and_says_so_once(stand_in_pack, caplog):
     """On this CPU machine TensorRT cannot run (no GPU; maybe not installed): same images, one warning."""
-    node = pack["Metric3D-DepthMapPreprocessor"]
+    node = stand_in_pack["Metric3D-DepthMapPreprocessor"]
     image = torch.rand(1, 56, 84, 3)
     with caplog.at_level("WARNING", logger="trt_metric3d"):
         outs = [run(node, image, resolution=64, backend="tensorrt")[0] for _ in range(2)]
@@ -160,8 +172,8 @@ def test_unavailable_tensorrt_falls_back_to_pytorch_and_says_so_once(pack, caplo
     assert "CUDA GPU" in warnings[0], "the reason given is the real one (no GPU here)"
 
 
-def test_metric_depth_node_applies_fx_fy(pack, coffee_image):
-    node = pack["Metric3D-MetricDepth"]
+def test_metric_depth_node_applies_fx_fy(stand_in_pack, coffee_image):
+    node = stand_in_pack["Metric3D-MetricDepth"]
     outputs = node.define_schema().outputs
     assert [(o.kind, o.display_name) for o in outputs] == [("MASK", "depth_metres"), ("IMAGE", "normal_map")]
     depth_a, normal = run(node, coffee_image[1], backbone="vit-small", fx=500.0, fy=700.0)
@@ -176,7 +188,7 @@ def test_metric_depth_node_applies_fx_fy(pack, coffee_image):
 @pytest.fixture
 def comfyui(small_checkpoint, tmp_path, monkeypatch):
     """Stand-ins for folder_paths, comfy.model_management, comfy.model_patcher and comfy.utils that
-    record what the pack asks of them."""
+    record what the pack asks of them; the network a stand-in too."""
     models_dir = tmp_path / "models"
     (models_dir / "metric3d").mkdir(parents=True)
     (models_dir / "metric3d" / small_checkpoint.name).symlink_to(small_checkpoint)
@@ -248,6 +260,7 @@ def comfyui(small_checkpoint, tmp_path, monkeypatch):
     seen.ModelPatcher = ModelPatcher
     comfy_api_stand_in.install(monkeypatch)
     seen.pack = load_pack("trt_metric3d_in_comfyui")
+    load_stand_in_networks(monkeypatch, sys.modules["trt_metric3d_in_comfyui.trt_metric3d.checkpoint"])
     return seen
 
 
@@ -277,7 +290,7 @@ def test_save_metric_depth_writes_metres_millimetres_and_a_preview(comfyui, tmp_
     assert cv2.imread(str(folder / "room_00008_depth_preview.png")).shape == (2, 2, 3)
 
 
-def test_engine_is_built_on_first_use_with_a_progress_bar(comfyui, small_model, monkeypatch):
+def test_engine_is_built_on_first_use_with_a_progress_bar(comfyui, monkeypatch):
     """The TensorRT runtime is opened once, its engine cached in models/tensorrt/metric3d (ONNX in
     models/metric3d/onnx), and the build's phases drive a ComfyUI progress bar. (Building needs
     TensorRT and a GPU: the runtime is a stand-in that reports build progress as the real builder
@@ -289,7 +302,7 @@ def test_engine_is_built_on_first_use_with_a_progress_bar(comfyui, small_model, 
         opened.append((backbone, backend, precision, checkpoint, folders))
         for fraction in (0.0, 0.5, 1.0):
             build_progress("Building engine", fraction)
-        return real_runtime(model=small_model, device="cpu")
+        return real_runtime(model=StandInNetwork(), device="cpu")
 
     monkeypatch.setattr(nodes, "Metric3D", tensorrt_runtime)
     monkeypatch.setattr(nodes, "runtime_file", lambda *args, **folders: folders["engine_dir"] / "x.engine")

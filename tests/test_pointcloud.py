@@ -132,11 +132,13 @@ def test_another_camera_is_refused_rather_than_mixed_into_the_points(options, me
         prediction(np.ones((2, 4)), fx=1400.0).point_cloud(**options)
 
 
-def test_predict_and_stream_give_predictions_their_focal_lengths(small_model):
+def test_predict_and_stream_give_predictions_their_focal_lengths():
+    from stand_in_backends import RedDepth
+
     from trt_metric3d import Metric3D
 
     image = rgb_ramp(20, 30)
-    with Metric3D(model=small_model, device="cpu") as runtime:
+    with Metric3D(backend=RedDepth(), device="cpu") as runtime:
         one = runtime.predict(image, fx=1400.0)
         each = runtime.predict([image, image], fx=[700.0, 900.0], fy=[710.0, 910.0])
         with runtime.stream([image], fx=500.0, fy=520.0) as results:

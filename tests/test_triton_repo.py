@@ -250,7 +250,8 @@ def expected(small_checkpoint) -> list:
     return predict_each(small_checkpoint)
 
 
-def test_pre_and_post_processing_around_the_network_is_predict(expected, small_checkpoint):
+def test_pre_and_post_processing_around_the_network_is_predict(small_checkpoint, stand_in_network):
+    expected = predict_each(small_checkpoint)
     cpu = torch.device("cpu")
     network = TorchBackend(load_model("vit-small", small_checkpoint, device=cpu), cpu, "fp32")
     image = IMAGES[1]

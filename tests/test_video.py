@@ -117,7 +117,7 @@ def test_npz_writer_streams_frames_into_one_file(tmp_path):
         np.testing.assert_array_equal(loaded["frame_000002"], depths[2])
 
 
-def test_video_command_writes_depth_equal_to_predict(small_checkpoint, tmp_path):
+def test_video_command_writes_depth_equal_to_predict(small_checkpoint, tmp_path, stand_in_network):
     clip = _clip(tmp_path / "clip.mp4")
     out = tmp_path / "out"
     args = ["video", str(clip), "--fx", "70", "--backend", "torch", "--device", "cpu", "--side-by-side"]
@@ -135,7 +135,9 @@ def test_video_command_writes_depth_equal_to_predict(small_checkpoint, tmp_path)
     assert not [p for p in out.rglob(".*")], "partial files left behind"
 
 
-def test_ctrl_c_during_the_video_command_finalises_the_outputs(small_checkpoint, tmp_path, monkeypatch):
+def test_ctrl_c_during_the_video_command_finalises_the_outputs(
+    small_checkpoint, tmp_path, monkeypatch, stand_in_network
+):
     from trt_metric3d import results
 
     calls = []
@@ -160,7 +162,9 @@ def test_ctrl_c_during_the_video_command_finalises_the_outputs(small_checkpoint,
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "partial files left behind"
 
 
-def test_the_video_command_warns_of_a_truncated_file_and_keeps_its_frames(small_checkpoint, tmp_path):
+def test_the_video_command_warns_of_a_truncated_file_and_keeps_its_frames(
+    small_checkpoint, tmp_path, stand_in_network
+):
     """Every frame the file holds is done and kept; the last line says the file ended early; exit 0."""
     clip, readable = _truncated(tmp_path / "cut.avi", 4, keep=0.6)
     assert 0 < readable < 4
@@ -185,31 +189,10 @@ def test_video_needs_a_source(small_checkpoint):
 # --- a user's earlier outputs survive a failed run -----------------------------------------------------
 
 
-class FlatDepth:
-    """A stand-in backend: canonical depth 1 everywhere (the plumbing tests need no network)."""
-
-    name = "stub"
-
-    def __call__(self, pixels):
-        from trt_metric3d.model import Metric3DOutput
-        from trt_metric3d.runtime.postprocess import output_buffers
-
-        out = output_buffers(tuple(pixels.shape), pixels.device)
-        for t in out:
-            t.fill_(1.0)
-        return Metric3DOutput(*out)
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture
-def stand_in_model(monkeypatch, tmp_path):
-    """The video command runs FlatDepth; --checkpoint needs an existing file, which is never loaded."""
-    monkeypatch.setattr(Metric3D, "_torch", lambda self, model, compile: FlatDepth())
-    checkpoint = tmp_path / "unused.pth"
-    checkpoint.write_bytes(b"never read")
-    return checkpoint
+def stand_in_model(stand_in_network, small_checkpoint):
+    """The video command runs the stand-in network (the plumbing tests need no ViT)."""
+    return small_checkpoint
 
 
 def _earlier_outputs(folder: Path) -> dict[str, bytes]:
@@ -277,7 +260,7 @@ def test_a_full_disk_on_frames_names_that_output_and_keeps_the_earlier_ones(
         in result.output
     )
     now = {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
-    assert now == {**earlier, "clip.mp4": (tmp_path / "clip.mp4").read_bytes(), "unused.pth": b"never read"}
+    assert now == {**earlier, "clip.mp4": (tmp_path / "clip.mp4").read_bytes()}
 
 
 def test_a_finished_run_replaces_a_frames_folder_whole_with_overwrite(stand_in_model, tmp_path):
