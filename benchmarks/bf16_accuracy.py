@@ -6,7 +6,7 @@
 The images of benchmarks/quantization.py (the calibration photos and the two reference images; bf16
 needs no calibration, so none is held out), the same metrics: depth AbsRel and delta<1.25 against
 fp32, mean angular error of the normals. Without --checkpoint the weights are the reference's seeded
-synthetic ones (tests/reference.py): a trained network's activations, and so its error, will differ.
+synthetic ones (tests/support/reference.py): a trained network's activations, and so its error, will differ.
 The bar (issue 19): AbsRel <= 1 %, delta<1.25 >= 0.99.
 """
 
@@ -33,7 +33,7 @@ MAX_ABSREL, MIN_DELTA = 0.01, 0.99
 
 def synthetic_model(backbone: str) -> torch.nn.Module:
     sys.path.insert(0, str(TESTS))
-    from reference import synthetic_state_dict
+    from support.reference import synthetic_state_dict
 
     model = build_model(backbone)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in synthetic_state_dict(backbone).items()})

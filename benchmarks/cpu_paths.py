@@ -16,7 +16,7 @@ Paths (all under torch.inference_mode(), batch 1, untrained weights: the arithme
   openvino-bf16   (INFERENCE_PRECISION_HINT f32 / bf16), compiled for the canvas; offered when
                   `openvino` imports, e.g. run with a venv that has it over this one
 The ONNX paths export the network once into --export-dir (cached there, by checkpoint); all paths run
-the reference's synthetic weights (tests/reference.py), which time as a trained checkpoint does.
+the reference's synthetic weights (tests/support/reference.py), which time as a trained checkpoint does.
 
 Each round runs every path once, in turn, so a noisy machine (other tenants) weighs on all paths
 alike; the table gives the min and median over rounds of the wall time and of the process's CPU

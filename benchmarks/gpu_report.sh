@@ -49,7 +49,7 @@ step() {  # step TITLE SECONDS COMMAND...: run it, keep its output (the tables) 
     echo
 } >"$work/report.md"
 
-step "GPU tests" 180 python -m pytest tests/test_gpu.py -q -rs -p no:cacheprovider
+step "GPU tests" 180 python -m pytest tests/runtime/test_gpu.py -q -rs -p no:cacheprovider
 step "Model forward paths, vit-small" 120 \
     python benchmarks/model_paths.py --backbones vit-small --batches 1 4 --device cuda --repeats 10
 step "Model forward paths, vit-large" 240 \

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from stand_in_backends import load_stand_in_networks
 
-from reference import REPO_ROOT, synthetic_state_dict
+from support.reference import REPO_ROOT, synthetic_state_dict
+from support.stand_in_backends import load_stand_in_networks
 from trt_metric3d.model import build_model
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference import IMAGES, load_arrays
+from support.reference import IMAGES, load_arrays
 from trt_metric3d.annotator import controlnet_maps
 from trt_metric3d.model.output import Metric3DOutput
 from trt_metric3d.processing import CANVAS_HW, normalize_canvas

@@ -7,7 +7,7 @@ Read from the source with `ast`, lazy imports inside functions included (they ru
 import ast
 from pathlib import Path
 
-from reference import REPO_ROOT
+from support.reference import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "trt_metric3d"
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference import key_entries
+from support.reference import key_entries
 from trt_metric3d import checkpoint as ckpt
 from trt_metric3d.checkpoint import (
     CheckpointError,

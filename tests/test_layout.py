@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reference import REPO_ROOT
+from support.reference import REPO_ROOT
 
 
 @pytest.mark.parametrize("folder", ["trt-metric3d", "trt_metric3d_clone"])
@@ -16,8 +16,9 @@ def test_pytest_runs_in_a_clone_of_any_folder_name(tmp_path, folder):
     clone = tmp_path / folder
     (clone / "tests").mkdir(parents=True)
     # the root as pytest sees it: ComfyUI's __init__.py, the config, and the tests' own set-up
-    for name in ("__init__.py", "pyproject.toml", "tests/conftest.py", "tests/reference.py"):
+    for name in ("__init__.py", "pyproject.toml", "tests/conftest.py"):
         shutil.copy(REPO_ROOT / name, clone / name)
+    shutil.copytree(REPO_ROOT / "tests" / "support", clone / "tests" / "support")
     (clone / "tests" / "test_probe.py").write_text("def test_probe():\n    assert 1 + 1 == 2\n")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from reference import REPO_ROOT
+from support.reference import REPO_ROOT
 
 
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["lint", "format"])

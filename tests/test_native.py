@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference import REPO_ROOT, reference_dir
+from support.reference import REPO_ROOT, reference_dir
 from trt_metric3d.engine.cache import EngineCache, EngineSpec
 from trt_metric3d.io import read_image
 from trt_metric3d.model import Metric3DOutput

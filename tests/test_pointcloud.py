@@ -133,8 +133,7 @@ def test_another_camera_is_refused_rather_than_mixed_into_the_points(options, me
 
 
 def test_predict_and_stream_give_predictions_their_focal_lengths():
-    from stand_in_backends import RedDepth
-
+    from support.stand_in_backends import RedDepth
     from trt_metric3d import Metric3D
 
     image = rgb_ramp(20, 30)

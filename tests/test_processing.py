@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reference import IMAGES, load_arrays
+from support.reference import IMAGES, load_arrays
 from trt_metric3d.errors import InputError
 from trt_metric3d.processing import (
     CANVAS_HW,

@@ -41,8 +41,7 @@ def test_unset_settings_are_empty_strings_and_flags_read_as_words():
 
 
 def test_metric3d_opens_what_the_settings_say(monkeypatch):
-    from stand_in_backends import RedDepth
-
+    from support.stand_in_backends import RedDepth
     from trt_metric3d.errors import InputError
     from trt_metric3d.runtime import Metric3D
 

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reference import IMAGES, load_arrays
+from support.reference import IMAGES, load_arrays
 from trt_metric3d.visualize import depth_to_image, normal_to_image, resize_with_pad
 
 

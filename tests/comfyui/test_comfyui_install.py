@@ -1,6 +1,6 @@
 """Installing the pack the ComfyUI way and the README's way, beside comfyui_controlnet_aux's packages.
 
-Real pip into fresh venvs (tests/comfyui_envs.py: torch comes from a layer, wheels are downloaded
+Real pip into fresh venvs (tests/support/comfyui_envs.py: torch comes from a layer, wheels are downloaded
 once); offline, these skip. What each environment lists for OpenCV / ONNX Runtime before and after is
 printed (pytest -s shows it).
 """
@@ -11,11 +11,11 @@ import os
 import shutil
 import textwrap
 
-import comfyui_envs as envs
 import numpy as np
 import pytest
 
-from reference import load_arrays
+from support import comfyui_envs as envs
+from support.reference import load_arrays
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from tritonserver_support import FX, FY, IMAGES, assert_like_predict, predict_each, send_together, started
 
+from support.tritonserver_support import (
+    FX,
+    FY,
+    IMAGES,
+    assert_like_predict,
+    predict_each,
+    send_together,
+    started,
+)
 from trt_metric3d.checkpoint import load_model
 from trt_metric3d.cli import main
 from trt_metric3d.engine.builder import ShapeProfile
@@ -270,8 +278,8 @@ def test_pre_and_post_processing_around_the_network_is_predict(small_checkpoint,
 
 
 def plan_double(repository: Path, checkpoint: Path) -> None:
-    """The plan swapped for tests/triton_plan_double.py: its config is the generated one, on the Python
-    backend and the CPU."""
+    """The plan swapped for tests/support/triton_plan_double.py: its config is the generated one,
+    on the Python backend and the CPU."""
     config = parse(repository / ENGINE / "config.pbtxt")
     config.platform, config.backend = "", "python"
     config.instance_group[0].kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
@@ -279,7 +287,10 @@ def plan_double(repository: Path, checkpoint: Path) -> None:
     config.parameters["checkpoint"].string_value = str(checkpoint)
     (repository / ENGINE / "config.pbtxt").write_text(text_format.MessageToString(config))
     (repository / ENGINE / "1" / "model.plan").unlink()
-    shutil.copy(Path(__file__).with_name("triton_plan_double.py"), repository / ENGINE / "1" / "model.py")
+    shutil.copy(
+        Path(__file__).parents[1] / "support" / "triton_plan_double.py",
+        repository / ENGINE / "1" / "model.py",
+    )
 
 
 @needs_tritonclient

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference import reference_dir
+from support.reference import reference_dir
 from trt_metric3d.engine import pipeline
 from trt_metric3d.errors import InputError, MissingDependency
 from trt_metric3d.export import quantize, stages

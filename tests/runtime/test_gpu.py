@@ -1,13 +1,13 @@
 """GPU paths: run by themselves wherever CUDA (and TensorRT for the engine tests) exist; skipped elsewhere.
 
-pip install -e ".[test,tensorrt-cu12]" && python -m pytest tests/test_gpu.py
+pip install -e ".[test,tensorrt-cu12]" && python -m pytest tests/runtime/test_gpu.py
 """
 
 import numpy as np
 import pytest
 import torch
 
-from reference import REPO_ROOT
+from support.reference import REPO_ROOT
 from trt_metric3d import Metric3D
 from trt_metric3d.io import read_image
 

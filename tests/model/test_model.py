@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference import IMAGES, key_entries, load_arrays
+from support.reference import IMAGES, key_entries, load_arrays
 from trt_metric3d.model import BACKBONES, build_model
 from trt_metric3d.model.vit import bicubic_matrix
 

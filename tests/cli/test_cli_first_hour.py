@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from stand_in_backends import RedDepth
 
-from reference import reference_dir
+from support.reference import reference_dir
+from support.stand_in_backends import RedDepth
 from trt_metric3d.cli import main
 from trt_metric3d.errors import WorkspaceError
 from trt_metric3d.results import result_names

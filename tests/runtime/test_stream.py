@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from stand_in_backends import RedDepth
 
-from reference import REPO_ROOT
+from support.reference import REPO_ROOT
+from support.stand_in_backends import RedDepth
 from trt_metric3d import InputError, Metric3D
 from trt_metric3d.io import read_image
 from trt_metric3d.runtime.stream import THREAD_PREFIX

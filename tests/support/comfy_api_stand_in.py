@@ -1,6 +1,6 @@
 """A stand-in for ComfyUI's `comfy_api.latest` (the V3 node API), for the tests that load the pack
 without ComfyUI: it keeps what a node declares (schema, inputs, outputs) so the tests can read it.
-The real API is exercised by tests/test_comfyui_real.py where a ComfyUI checkout is given."""
+The real API is exercised by tests/comfyui/test_comfyui_real.py where a ComfyUI checkout is given."""
 
 from __future__ import annotations
 

@@ -12,11 +12,11 @@ import re
 import subprocess
 
 import pytest
-from serve_env import serve_python
 
-from reference import REPO_ROOT
+from support.reference import REPO_ROOT
+from support.serve_env import serve_python
 
-SERVING_TESTS = ("tests/test_serve.py", "tests/test_triton_repo.py")
+SERVING_TESTS = ("tests/serving/test_serve.py", "tests/serving/test_triton_repo.py")
 
 
 def test_serving_tests_pass_where_pytriton_is_installed():

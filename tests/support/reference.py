@@ -12,7 +12,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SEEDS = {"vit-small": 1, "vit-large": 2, "vit-giant2": 3}
 IMAGES = ("coffee", "synth_289x451")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from reference import reference_dir
+from support.reference import reference_dir
 from trt_metric3d.cli import main
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference import reference_dir
+from support.reference import reference_dir
 from trt_metric3d import Metric3D
 from trt_metric3d.export import integer, stages
 from trt_metric3d.io import read_image

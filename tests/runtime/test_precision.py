@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from reference import load_arrays
+from support.reference import load_arrays
 from trt_metric3d import Metric3D
 from trt_metric3d.cli import main
 from trt_metric3d.errors import InputError

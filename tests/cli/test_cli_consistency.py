@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from reference import REPO_ROOT
+from support.reference import REPO_ROOT
 from trt_metric3d import runtime
 from trt_metric3d.choices import BACKENDS, PRECISIONS
 from trt_metric3d.cli import main

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference import REPO_ROOT, load_arrays
+from support.reference import REPO_ROOT, load_arrays
 from trt_metric3d.io import read_image
 from trt_metric3d.processing import make_canvas, unpad
 

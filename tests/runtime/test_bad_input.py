@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-import trt_metric3d
-from trt_metric3d import BackendUnavailable, InputError, Metric3D, Metric3DError
+from trt_metric3d import BackendUnavailable, InputError, Metric3D
 from trt_metric3d.model import Metric3DOutput
 from trt_metric3d.processing import MAX_CANONICAL_DEPTH
 from trt_metric3d.runtime.metric3d import resolve_device
@@ -54,18 +53,6 @@ def runtime(runtime_with) -> Metric3D:
 
 IMAGE = np.zeros((40, 60, 3), np.uint8)  # r = min(616 / 40, 1064 / 60) = 15.4
 SCALE = 15.4
-
-
-def test_error_types_are_exported():
-    assert issubclass(InputError, ValueError) and issubclass(InputError, Metric3DError)
-    assert issubclass(BackendUnavailable, RuntimeError)
-    assert {
-        "Metric3DError",
-        "InputError",
-        "MissingDependency",
-        "BackendUnavailable",
-        "WorkspaceError",
-    } <= set(trt_metric3d.__all__)
 
 
 # --- focal lengths -----------------------------------------------------------------------------------------

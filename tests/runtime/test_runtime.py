@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from stand_in_backends import RedDepth
 
-from reference import load_arrays
+from support.reference import load_arrays
+from support.stand_in_backends import RedDepth
 from trt_metric3d import Metric3D
 
 
@@ -165,7 +165,7 @@ def test_unknown_backend_and_backbone(small_model):
 
 @pytest.mark.parametrize("photo", ["coffee.jpg", "astronaut.jpg"])
 def test_onnxruntime_and_torch_backends_agree(runtime, small_onnx, small_checkpoint, monkeypatch, photo):
-    from reference import REPO_ROOT
+    from support.reference import REPO_ROOT
     from trt_metric3d.io import read_image
 
     monkeypatch.setenv("METRIC3D_EXPORT_DIR", str(small_onnx[0].parent))

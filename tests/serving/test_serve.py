@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tritonserver_support import (
+
+from support.reference import REPO_ROOT
+from support.tritonserver_support import (
     FX,
     IMAGES,
     alive,
@@ -24,8 +26,6 @@ from tritonserver_support import (
     send_together,
     started,
 )
-
-from reference import REPO_ROOT
 from trt_metric3d.errors import BackendUnavailable
 from trt_metric3d.serving import Metric3DClient, serve
 from trt_metric3d.serving.interface import MODEL_NAME

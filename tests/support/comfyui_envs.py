@@ -23,7 +23,7 @@ import pytest
 from filelock import FileLock
 from packaging.requirements import Requirement
 
-from reference import REPO_ROOT
+from support.reference import REPO_ROOT
 
 CACHE_ENV = "TRT_METRIC3D_TEST_ENV_DIR"
 # comfyui_controlnet_aux's requirements.txt (commit e8b689a) names these two as they are here.

@@ -1,18 +1,18 @@
 """The repository as a ComfyUI custom node pack, loaded the way ComfyUI loads one, on CPU (with
-stand-ins for ComfyUI's modules; tests/test_comfyui_real.py runs it in a real ComfyUI)."""
+stand-ins for ComfyUI's modules; tests/comfyui/test_comfyui_real.py runs it in a real ComfyUI)."""
 
 import asyncio
 import importlib.util
 import sys
 import types
 
-import comfy_api_stand_in
 import numpy as np
 import pytest
 import torch
-from stand_in_backends import StandInNetwork, load_stand_in_networks
 
-from reference import REPO_ROOT, load_arrays
+from support import comfy_api_stand_in
+from support.reference import REPO_ROOT, load_arrays
+from support.stand_in_backends import StandInNetwork, load_stand_in_networks
 
 # comfyui_controlnet_aux's INPUT_TYPES()["optional"] for both preprocessors (image is required).
 ORIGINAL_OPTIONAL_INPUTS = {

@@ -3,7 +3,7 @@ opencv-python and onnxruntime-gpu, ComfyUI started, workflows run through its HT
 
 Needs a ComfyUI checkout: COMFYUI_DIR=/path/to/ComfyUI (the README names the version); it skips
 without one (CI has none). ComfyUI's requirements come from $COMFYUI_PYTHON's environment, or a venv
-built once (tests/comfyui_envs.py). Runs on the CPU with the synthetic vit-small weights. `pytest -s`
+built once (tests/support/comfyui_envs.py). Runs on the CPU with the synthetic vit-small weights. `pytest -s`
 prints the environment's OpenCV / ONNX Runtime before and after, and the node timings.
 """
 
@@ -18,11 +18,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-import comfyui_envs as envs
 import numpy as np
 import pytest
 
-from reference import REPO_ROOT, load_arrays
+from support import comfyui_envs as envs
+from support.reference import REPO_ROOT, load_arrays
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 pytestmark = pytest.mark.skipif(
@@ -133,7 +133,7 @@ def comfyui(tmp_path_factory, small_checkpoint, small_onnx):
 
 def run_prompts(comfyui, prompts: dict, tmp_path: Path) -> dict:
     (tmp_path / "prompts.json").write_text(json.dumps(prompts))
-    client = REPO_ROOT / "tests" / "comfyui_client.py"
+    client = REPO_ROOT / "tests" / "support" / "comfyui_client.py"
     envs.run([comfyui.python, client, comfyui.url, tmp_path / "prompts.json", tmp_path / "results.json"])
     results = json.loads((tmp_path / "results.json").read_text())
     for name, result in results.items():
