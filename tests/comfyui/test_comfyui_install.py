@@ -17,6 +17,8 @@ import pytest
 from support import comfyui_envs as envs
 from support.reference import load_arrays
 
+pytestmark = pytest.mark.environments  # real pip installs: their own step of .ci/run
+
 
 @pytest.fixture(scope="module")
 def wheels():

@@ -16,6 +16,7 @@ import pytest
 from support.reference import REPO_ROOT
 from support.serve_env import serve_python
 
+pytestmark = pytest.mark.environments  # its own step of .ci/run: it installs a side environment
 SERVING_TESTS = ("tests/serving/test_serve.py", "tests/serving/test_triton_repo.py")
 
 
