@@ -115,6 +115,17 @@ def test_auto_without_openvino_runs_torch_and_says_what_to_install(
     )
 
 
+def test_auto_with_onednn_capped_runs_torch(monkeypatch, small_checkpoint, caplog):
+    """Capped, OpenVINO's oneDNN fails to compile the graph (AVX2) or, from a blob, ran bf16 wrong."""
+    pytest.importorskip("openvino")
+    capped = cpu.CpuFeatures("AMD EPYC", ZEN4.flags, "AVX512", "AVX2")
+    monkeypatch.setattr(cpu, "cpu_features", lambda: capped)
+    caplog.set_level(logging.INFO, logger="trt_metric3d")
+    with Metric3D("vit-small", device="cpu", checkpoint=str(small_checkpoint)) as runtime:
+        assert (runtime.backend, runtime.precision) == ("torch", "fp32")
+    assert "auto on the CPU: PyTorch (oneDNN capped, ONEDNN_MAX_CPU_ISA=AVX2)" in caplog.text
+
+
 def test_missing_openvino_is_one_line_with_the_install_command(no_openvino, small_checkpoint, tmp_path):
     with pytest.raises(
         MissingDependency, match=r'openvino is not installed: pip install "trt-metric3d\[openvino\]"'

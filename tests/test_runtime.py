@@ -143,13 +143,9 @@ def test_auto_tries_tensorrt_then_onnxruntime_then_torch_on_a_gpu(small_model, m
     tried.clear()
     Metric3D("vit-small", device="cuda", precision="fp32")
     assert tried == ["onnxruntime", "torch"], "FP16 engines are not tried for fp32"
-    from trt_metric3d.runtime import openvino_backend
-
-    for installed, expected in ((False, ["torch"]), (True, ["openvino"])):  # OpenVINO where installed
-        monkeypatch.setattr(openvino_backend, "openvino_installed", lambda installed=installed: installed)
-        tried.clear()
-        Metric3D("vit-small", device="cpu")
-        assert tried == expected
+    tried.clear()
+    Metric3D("vit-small", device="cpu")
+    assert tried == ["torch"]
 
 
 def test_unknown_backend_and_backbone(small_model):

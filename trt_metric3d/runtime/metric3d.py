@@ -206,11 +206,17 @@ class Metric3D:
         return self._open(order[-1], compile, cuda_graph, build_progress)
 
     def _cpu_order(self, order: list[str]) -> list[str]:
-        """The first of `order`; OpenVINO then PyTorch where OpenVINO is first, and installed."""
+        """The first of `order`; OpenVINO then PyTorch where OpenVINO is first, installed, and oneDNN is
+        not capped (ONEDNN_MAX_CPU_ISA: OpenVINO's oneDNN then compiles wrong or not at all)."""
+        from .cpu import cpu_features
         from .openvino_backend import INSTALL, openvino_installed
 
         if order[0] != "openvino":
             return order[:1]
+        cap = cpu_features().onednn_cap
+        if cap is not None:
+            log.info("Metric3D: auto on the CPU: PyTorch (oneDNN capped, ONEDNN_MAX_CPU_ISA=%s)", cap)
+            return order[1:2]
         if openvino_installed():
             log.info("Metric3D: auto on the CPU: OpenVINO (installed; the fastest CPU path)")
             return order[:2]
