@@ -167,6 +167,9 @@ def test_doctor_says_whether_openvino_is_installed(on_zen4, monkeypatch):
     absent = CliRunner().invoke(main, ["doctor"]).output
     assert "openvino: not installed" in absent
     assert f"(torch backend; faster: {openvino_backend.INSTALL})" in absent
+    monkeypatch.setitem(sys.modules, "openvino", SimpleNamespace(__version__="2026.4.1"))
+    monkeypatch.setattr(cpu, "cpu_features", lambda: cpu.CpuFeatures("x", ZEN4.flags, "AVX512", "AVX2"))
+    assert "(torch backend: oneDNN capped; no bf16 units" in CliRunner().invoke(main, ["doctor"]).output
 
 
 def test_the_nodes_offer_openvino():

@@ -70,8 +70,11 @@ def check_bf16_device(device: torch.device) -> None:
 
 def cpu_path_lines(features: cpu.CpuFeatures, openvino: str | None) -> list[str]:
     """What runs on this CPU, for `doctor`: the default backend and precision, and what int8 runs.
-    openvino: its version where installed (then "auto" runs it on the CPU), else None."""
-    backend = "openvino backend" if openvino else f"torch backend; faster: {OPENVINO_INSTALL}"
+    openvino: its version where installed (then "auto" runs it on the CPU, unless oneDNN is capped)."""
+    if openvino is None:
+        backend = f"torch backend; faster: {OPENVINO_INSTALL}"
+    else:  # as Metric3D's auto: not OpenVINO where oneDNN is capped
+        backend = "openvino backend" if features.onednn_cap is None else "torch backend: oneDNN capped"
     bf16 = features.bf16_units
     default = (
         f"CPU precision by default: bf16 on {bf16} ({backend})"
