@@ -31,6 +31,12 @@ def photo_pixels() -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float()
 
 
+@pytest.fixture(scope="session")
+def needs_openvino() -> None:
+    """Skips where openvino is absent: session-scoped and listed first, so before the ONNX export."""
+    pytest.importorskip("openvino")
+
+
 @pytest.fixture
 def on_zen4(monkeypatch):
     """A CPU with AVX512-BF16 units (the tests' own CPU has oneDNN capped below them: conftest.py)."""
@@ -53,11 +59,10 @@ def _runtime_precisions(backend: OpenVINOBackend, shape: tuple) -> set[str]:
     }
 
 
-def test_openvino_matches_torch_fp32(small_onnx, small_model, photo_pixels, tmp_path):
+def test_openvino_matches_torch_fp32(needs_openvino, small_onnx, small_model, photo_pixels, tmp_path):
     """fp32: as ONNX Runtime's FP32 does (depth within 0.1 %); bf16: the bar, depth AbsRel <= 1 %,
     delta<1.25 >= 0.99, normals within 2 degrees. Both share one cache folder, as runtimes do: bf16
     from fp32's blob ran 19 % off under the tests' oneDNN cap before each precision had its own."""
-    pytest.importorskip("openvino")
     expected = TorchBackend(small_model, torch.device("cpu"), "fp32")(photo_pixels)
     fp32 = OpenVINOBackend(small_onnx[0], "fp32", tmp_path)(photo_pixels)
     assert (torch.abs(fp32.depth - expected.depth) / expected.depth).max() <= 1e-3
@@ -75,8 +80,9 @@ def test_openvino_matches_torch_fp32(small_onnx, small_model, photo_pixels, tmp_
         assert "bf16" in _runtime_precisions(bf16_backend, tuple(photo_pixels.shape))
 
 
-def test_compiled_once_per_shape_and_loaded_from_the_cache_again(small_onnx, photo_pixels, tmp_path):
-    pytest.importorskip("openvino")
+def test_compiled_once_per_shape_and_loaded_from_the_cache_again(
+    needs_openvino, small_onnx, photo_pixels, tmp_path
+):
     first = OpenVINOBackend(small_onnx[0], "fp32", tmp_path)
     shape = tuple(photo_pixels.shape)
     request = first.request(shape)
@@ -90,8 +96,9 @@ def test_compiled_once_per_shape_and_loaded_from_the_cache_again(small_onnx, pho
     assert not other.request(shape).get_compiled_model().get_property("LOADED_FROM_CACHE")
 
 
-def test_auto_on_a_bf16_cpu_runs_openvino_bf16(on_zen4, small_onnx, small_checkpoint, tmp_path, caplog):
-    pytest.importorskip("openvino")
+def test_auto_on_a_bf16_cpu_runs_openvino_bf16(
+    needs_openvino, on_zen4, small_onnx, small_checkpoint, tmp_path, caplog
+):
     folders = {"export_dir": small_onnx[0].parent, "engine_dir": tmp_path}
     caplog.set_level(logging.INFO, logger="trt_metric3d")
     with Metric3D("vit-small", device="cpu", checkpoint=str(small_checkpoint), **folders) as runtime:
@@ -115,9 +122,8 @@ def test_auto_without_openvino_runs_torch_and_says_what_to_install(
     )
 
 
-def test_auto_with_onednn_capped_runs_torch(monkeypatch, small_checkpoint, caplog):
+def test_auto_with_onednn_capped_runs_torch(needs_openvino, monkeypatch, small_checkpoint, caplog):
     """Capped, OpenVINO's oneDNN fails to compile the graph (AVX2) or, from a blob, ran bf16 wrong."""
-    pytest.importorskip("openvino")
     capped = cpu.CpuFeatures("AMD EPYC", ZEN4.flags, "AVX512", "AVX2")
     monkeypatch.setattr(cpu, "cpu_features", lambda: capped)
     caplog.set_level(logging.INFO, logger="trt_metric3d")
