@@ -12,9 +12,9 @@ Paths (all under torch.inference_mode(), batch 1, untrained weights: the arithme
   ort-fp32        the onnxruntime backend's CPU provider on the exported FP32 ONNX
   ort-int8        the onnxruntime backend on the CPU in int8: the integer graph (export/integer.py;
                   the encoder's MatMuls as DynamicQuantizeMatMul, MLAS's VNNI / AVX2 integer kernels)
-  openvino-fp32   candidates, not a backend of the project: OpenVINO's CPU plugin on the FP32 ONNX
-  openvino-bf16   (INFERENCE_PRECISION_HINT f32 / bf16), compiled for the canvas; offered when
-                  `openvino` imports, e.g. run with a venv that has it over this one
+  openvino-fp32   the openvino backend (runtime/openvino_backend.py): OpenVINO's CPU plugin on the
+  openvino-bf16   FP32 ONNX in f32 / bf16, compiled for the canvas (bf16: "auto" on a CPU with bf16
+                  units where openvino is installed); offered when `openvino` imports
 The ONNX paths export the network once into --export-dir (cached there, by checkpoint); all paths run
 the reference's synthetic weights (tests/support/reference.py), which time as a trained checkpoint does.
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -49,24 +48,11 @@ from model_paths import check_original_style, original_style
 
 from trt_metric3d.model import BACKBONES, build_model
 from trt_metric3d.runtime.cpu import cpu_features
+from trt_metric3d.runtime.openvino_backend import OpenVINOBackend, openvino_installed
 from trt_metric3d.runtime.torch_backend import TorchBackend
 from trt_metric3d.workspace import EXPORT_DIR_ENV, workspace_dir
 
 PATHS = ("original-style", "ours-fp32", "ours-bf16", "ort-fp32", "ort-int8", "openvino-fp32", "openvino-bf16")
-HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
-
-
-def openvino_forward(onnx: Path, precision: str, pixels: torch.Tensor, threads: int) -> Callable[[], object]:
-    """OpenVINO's CPU plugin on `onnx`, compiled for the canvas of `pixels`, in precision f32 or bf16."""
-    import openvino
-
-    core = openvino.Core()
-    model = core.read_model(str(onnx))
-    model.reshape({"image": list(pixels.shape)})
-    config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1}
-    request = core.compile_model(model, "CPU", config).create_infer_request()
-    image = pixels.numpy()
-    return lambda: request.infer({"image": image})
 
 
 def onnx_forwards(
@@ -93,7 +79,8 @@ def onnx_forwards(
     runs: dict[str, Callable[[], object]] = {}
     for path in asked:
         if path.startswith("openvino-"):
-            runs[path] = openvino_forward(fp32, {"fp32": "f32", "bf16": "bf16"}[path[9:]], pixels, threads)
+            backend = OpenVINOBackend(fp32, path.removeprefix("openvino-"), folder / "openvino", threads)
+            runs[path] = functools.partial(backend, pixels)
         else:
             onnx = fp32 if path == "ort-fp32" else stages.integer_onnx(backbone, checkpoint, folder)[0]
             runs[path] = functools.partial(OnnxRuntimeBackend(onnx, cpu, providers, threads), pixels)
@@ -179,7 +166,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds (each path once per round)")
     parser.add_argument("--warmups", type=int, default=1, help="untimed forwards per path first")
-    offered = [path for path in PATHS if HAS_OPENVINO or not path.startswith("openvino-")]
+    offered = [path for path in PATHS if openvino_installed() or not path.startswith("openvino-")]
     parser.add_argument("--paths", nargs="+", default=offered, choices=PATHS)
     parser.add_argument(
         "--onednn-isa", default=None, help="then again with ONEDNN_MAX_CPU_ISA set, e.g. AVX2"

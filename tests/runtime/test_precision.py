@@ -2,6 +2,7 @@
 and the one-line refusals of combinations a backend or device cannot run."""
 
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -75,7 +76,9 @@ def test_bf16_units_best_first_and_capped_by_onednn():
         (SAPPHIRE_RAPIDS, "auto", "bf16"),
         (SAPPHIRE_RAPIDS, "torch", "bf16"),
         (ZEN4, "auto", "bf16"),
-        (SAPPHIRE_RAPIDS, "onnxruntime", "fp32"),  # bf16 is PyTorch's
+        (SAPPHIRE_RAPIDS, "onnxruntime", "fp32"),  # bf16 is PyTorch's and OpenVINO's
+        (ZEN4, "openvino", "bf16"),
+        (AVX2_ONLY, "openvino", "fp32"),
         (AVX2_ONLY, "auto", "fp32"),
         (AVX2_ONLY, "torch", "fp32"),
     ],
@@ -137,20 +140,23 @@ def test_bf16_on_a_gpu_older_than_ampere_is_refused(monkeypatch, small_model):
 def test_bf16_on_another_backend_names_torch(monkeypatch, backend, device):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # TensorRT's device, so that the
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # precision is the reason given
-    with pytest.raises(InputError, match=f"precision 'bf16' runs on the torch backend, not {backend}: "):
+    with pytest.raises(
+        InputError, match=f"precision 'bf16' runs on the openvino and torch backends, not {backend}: "
+    ):
         Metric3D("vit-small", backend, "bf16", device)
 
 
 @pytest.mark.parametrize(
     ("features", "default", "int8"),
     [
-        (ZEN4, "bf16 on AVX512-BF16 (torch backend)", "kernels on AVX512-VNNI"),
-        (SAPPHIRE_RAPIDS, "bf16 on AMX-BF16 (torch backend)", "kernels on AMX-INT8"),
-        (AVX2_ONLY, "fp32 (no bf16 units", "kernels in AVX2 / AVX-512 integer arithmetic"),
+        (ZEN4, "bf16 on AVX512-BF16 (torch backend", "kernels on AVX512-VNNI"),
+        (SAPPHIRE_RAPIDS, "bf16 on AMX-BF16 (torch backend", "kernels on AMX-INT8"),
+        (AVX2_ONLY, "fp32 (torch backend", "kernels in AVX2 / AVX-512 integer arithmetic"),
     ],
 )
-def test_doctor_says_which_cpu_paths_run(fake_cpu, features, default, int8):
+def test_doctor_says_which_cpu_paths_run(fake_cpu, monkeypatch, features, default, int8):
     fake_cpu(features)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # with it: tests/test_openvino.py
     result = CliRunner().invoke(main, ["doctor"])
     assert f"CPU precision by default: {default}" in result.output
     assert f"CPU int8 (onnxruntime backend): the integer graph, its {int8}" in result.output
@@ -181,8 +187,8 @@ def test_check_refuses_bf16_on_onnxruntime_before_any_work():
     result = CliRunner().invoke(main, ["check", "--backend", "onnxruntime", "--precision", "bf16"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "Error: precision 'bf16' runs on the torch backend, not onnxruntime: choose one of those, "
-        "or precision fp32 / fp16 / int8 / fp8"
+        "Error: precision 'bf16' runs on the openvino and torch backends, not onnxruntime: choose one "
+        "of those, or precision fp32 / fp16 / int8 / fp8"
     ]
 
 

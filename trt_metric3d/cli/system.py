@@ -122,7 +122,13 @@ def doctor() -> None:
 
     features = cpu_features()
     click.echo(f"CPU: {features.summary()}")
-    for line in cpu_path_lines(features):
+    try:
+        import openvino
+
+        openvino_version: str | None = openvino.__version__
+    except ImportError:
+        openvino_version = None
+    for line in cpu_path_lines(features, openvino_version):
         click.echo(line)
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability()

@@ -2,9 +2,10 @@
 
 Unlike comfyui_controlnet_aux's nodes, the model is loaded once and kept (ComfyUI may offload it),
 and a batch runs in chunks of several images per forward. The optional `backend` input picks
-TensorRT (engine built on first use, with a progress bar), ONNX Runtime or PyTorch; "auto" is
-TensorRT on a GPU where installed, else PyTorch. Each runtime says once in the log which backend,
-precision and model file it runs; one that cannot open says why and that PyTorch runs instead.
+TensorRT (engine built on first use, with a progress bar), ONNX Runtime, OpenVINO or PyTorch;
+"auto" is TensorRT on a GPU where installed, else PyTorch (OpenVINO, faster on the CPU, when
+asked for). Each runtime says once in the log which backend, precision and model file it runs; one
+that cannot open says why and that PyTorch runs instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import choices
 from ..annotator import runtime_controlnet_maps
 from ..choices import QUANTIZED_PRECISIONS as QUANTIZED  # TensorRT or ONNX Runtime; PyTorch: its own
 from ..engine import pipeline
@@ -39,7 +41,7 @@ log = logging.getLogger("trt_metric3d")
 
 MAX_RESOLUTION = 16384  # ComfyUI's / controlnet_aux's limit
 CATEGORY = "ControlNet Preprocessors/Normal and Depth Estimators"
-BACKENDS = ("auto", "torch", "tensorrt", "onnxruntime")
+BACKENDS = ("auto", "torch", *(name for name in choices.BACKENDS if name not in ("auto", "torch")))
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", *QUANTIZED)
 CHUNK = 4  # images per forward: memory stays bounded; the default engine profile's max batch
 BUILD_STEPS = 100  # progress-bar resolution while an engine is built
@@ -73,13 +75,14 @@ def accelerated_runtime(
 ) -> ManagedRuntime | None:
     """A TensorRT / ONNX Runtime runtime, opened (the engine built) on first use and kept.
 
-    "auto" means TensorRT on a GPU in fp16, int8 or fp8, and ONNX Runtime in int8 / fp8 on the CPU.
+    "auto" means TensorRT on a GPU in fp16, int8 or fp8, and ONNX Runtime in int8 / fp8 on the CPU;
+    OpenVINO (fp32 / bf16, the CPU) when asked for.
     None means PyTorch: asked for, or the backend is not available here, which is logged once (per
     backbone, backend, precision and device).
     """
     if backend == "auto" and precision in QUANTIZED:
         backend = "tensorrt" if device.type == "cuda" else "onnxruntime"
-    elif backend == "auto":
+    elif backend == "auto":  # on the CPU ComfyUI's managed PyTorch model: no ONNX export unasked
         backend = "tensorrt" if device.type == "cuda" and precision == "fp16" else "torch"
     if backend == "torch":
         return None

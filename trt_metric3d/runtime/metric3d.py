@@ -1,4 +1,4 @@
-"""`Metric3D`: one predict API over the TensorRT, ONNX Runtime and PyTorch backends."""
+"""`Metric3D`: one predict API over the TensorRT, ONNX Runtime, OpenVINO and PyTorch backends."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ log = logging.getLogger("trt_metric3d")
 
 # What "auto" tries on a GPU, fastest first, among those that run the precision; PyTorch always works.
 AUTO_ORDER_CUDA = ("tensorrt", "onnxruntime", "torch")
-AUTO_ORDER_CPU = ("torch", "onnxruntime")  # the first that runs the precision (ONNX Runtime: int8 / fp8)
+# On the CPU, the first that runs the precision (ONNX Runtime: int8 / fp8); OpenVINO where installed,
+# falling back to PyTorch: its bf16 / fp32 forwards are the fastest here (docs/benchmarks.md).
+AUTO_ORDER_CPU = ("openvino", "torch", "onnxruntime")
 
 
 # Devices besides cpu and cuda that the torch backend runs on, when this torch sees them.
@@ -117,10 +119,10 @@ class Metric3D:
         """backend: a name, or a `Backend` object to run instead (its outputs are post-processed as
         the built-in backends' are). "auto": on a GPU, TensorRT, then ONNX Runtime's CUDA provider,
         then PyTorch (the first that is installed and works; the log says which and why others were
-        skipped); PyTorch on the CPU.
+        skipped); on the CPU, OpenVINO where installed (fp32 / bf16), else PyTorch.
         precision: "fp16" (default on CUDA), "fp32" or "bf16" (PyTorch autocast: on Ampere or newer
-        GPUs, and on CPUs with AMX-BF16 or AVX512-BF16 units, where it is the default for PyTorch;
-        see runtime/precision.py); "int8" or "fp8" (TensorRT and ONNX Runtime): the ViT encoder
+        GPUs; OpenVINO and PyTorch on CPUs with AMX-BF16 or AVX512-BF16 units, where it is their
+        default; see runtime/precision.py); "int8" or "fp8" (TensorRT and ONNX Runtime): the ViT encoder
         quantized, calibrated once on the photos in `calibration` (default: the bundled calibration/
         photos), the rest FP16 (TensorRT) or FP32 (ONNX Runtime); int8 on ONNX Runtime's CPU
         provider: its integer graph, calibrated on nothing (export/integer.py). A `Backend` object
@@ -194,7 +196,7 @@ class Metric3D:
         runs = backends_running(self.precision)
         order = [name for name in AUTO_ORDER_CUDA if name in runs]
         if self.device.type != "cuda":
-            order = [next(name for name in AUTO_ORDER_CPU if name in runs)]
+            order = self._cpu_order([name for name in AUTO_ORDER_CPU if name in runs])
         for name in order[:-1]:
             try:
                 return self._open(name, compile, cuda_graph, build_progress)
@@ -202,6 +204,24 @@ class Metric3D:
                 reason = str(e).splitlines()[0]
                 log.warning("Metric3D: %s backend unavailable (%s); trying the next", name, reason)
         return self._open(order[-1], compile, cuda_graph, build_progress)
+
+    def _cpu_order(self, order: list[str]) -> list[str]:
+        """The first of `order`; OpenVINO then PyTorch where OpenVINO is first, installed, and oneDNN is
+        not capped (ONEDNN_MAX_CPU_ISA: OpenVINO's oneDNN then compiles wrong or not at all)."""
+        from .cpu import cpu_features
+        from .openvino_backend import INSTALL, openvino_installed
+
+        if order[0] != "openvino":
+            return order[:1]
+        cap = cpu_features().onednn_cap
+        if cap is not None:
+            log.info("Metric3D: auto on the CPU: PyTorch (oneDNN capped, ONEDNN_MAX_CPU_ISA=%s)", cap)
+            return order[1:2]
+        if openvino_installed():
+            log.info("Metric3D: auto on the CPU: OpenVINO (installed; the fastest CPU path)")
+            return order[:2]
+        log.info("Metric3D: auto on the CPU: PyTorch (OpenVINO is faster: %s)", INSTALL)
+        return order[1:2]
 
     def _open(self, backend: str, compile: bool, cuda_graph: bool, build_progress: BuildProgress):
         if backend == "tensorrt":
@@ -225,6 +245,11 @@ class Metric3D:
             providers = onnxruntime_providers(self.device, self._engine_dir)  # before a long export
             graph = (self.backbone, self.precision, self.device, self._checkpoint, self._export_dir)
             return OnnxRuntimeBackend(onnxruntime_graph(*graph, self._calibration), self.device, providers)
+        if backend == "openvino":
+            from .openvino_backend import open_openvino
+
+            folders = (self._checkpoint, self._export_dir, self._engine_dir)
+            return open_openvino(self.backbone, self.precision, self.device, *folders)
         return self._torch(None, compile)
 
     def _torch(self, model: torch.nn.Module | None, compile: bool):

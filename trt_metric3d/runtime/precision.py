@@ -1,9 +1,9 @@
 """Which precision a runtime runs in: the default for a device and backend, and the checks.
 
 The table of what each backend runs is `choices.BACKEND_PRECISIONS`, for the runtime, the CLI and the
-ComfyUI nodes. The default: fp16 on CUDA; on the CPU, bf16
-where the CPU has bf16 matrix units (runtime/cpu.py) and the backend is PyTorch, else fp32. bf16 holds
-the accuracy bar (depth AbsRel <= 1 % against fp32, docs/benchmarks.md), so it may be chosen unasked.
+ComfyUI nodes. The default: fp16 on CUDA; on the CPU, bf16 where the CPU has bf16 matrix units
+(runtime/cpu.py) and the backend is OpenVINO or PyTorch, else fp32. bf16 holds the accuracy bar
+(depth AbsRel <= 1 % against fp32, docs/benchmarks.md), so it may be chosen unasked.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from ..choices import BACKEND_PRECISIONS, PRECISIONS
 from ..errors import InputError
 from . import cpu
+from .openvino_backend import INSTALL as OPENVINO_INSTALL
 
 log = logging.getLogger("trt_metric3d")
 
@@ -38,12 +39,12 @@ def check_backend_precision(backend: str, precision: str) -> None:
 
 
 def default_precision(device: torch.device, backend: str) -> str:
-    """fp16 on CUDA; bf16 on a CPU with bf16 units for the torch backend ("auto" runs torch on the
-    CPU), said in the log; else fp32."""
+    """fp16 on CUDA; bf16 on a CPU with bf16 units for the openvino and torch backends ("auto" runs
+    one of them on the CPU), said in the log; else fp32."""
     if device.type == "cuda":
         return "fp16"
     units = cpu.cpu_features().bf16_units
-    if device.type == "cpu" and backend in ("auto", "torch") and units is not None:
+    if device.type == "cpu" and backend in ("auto", "openvino", "torch") and units is not None:
         log.info("Metric3D: bf16 on the CPU's %s units (precision='fp32' for full precision)", units)
         return "bf16"
     return "fp32"
@@ -67,14 +68,20 @@ def check_bf16_device(device: torch.device) -> None:
         )
 
 
-def cpu_path_lines(features: cpu.CpuFeatures) -> list[str]:
-    """What runs on this CPU, for `doctor`: the default precision and its backend, and what int8 runs."""
+def cpu_path_lines(features: cpu.CpuFeatures, openvino: str | None) -> list[str]:
+    """What runs on this CPU, for `doctor`: the default backend and precision, and what int8 runs.
+    openvino: its version where installed (then "auto" runs it on the CPU, unless oneDNN is capped)."""
+    if openvino is None:
+        backend = f"torch backend; faster: {OPENVINO_INSTALL}"
+    else:  # as Metric3D's auto: not OpenVINO where oneDNN is capped
+        backend = "openvino backend" if features.onednn_cap is None else "torch backend: oneDNN capped"
     bf16 = features.bf16_units
     default = (
-        f"CPU precision by default: bf16 on {bf16} (torch backend)"
+        f"CPU precision by default: bf16 on {bf16} ({backend})"
         if bf16
-        else "CPU precision by default: fp32 (no bf16 units oneDNN may use: bf16 would be emulated)"
+        else f"CPU precision by default: fp32 ({backend}; no bf16 units oneDNN may use)"
     )
+    installed = f"openvino {openvino}" if openvino else "openvino: not installed"
     int8 = next(iter(features.units(cpu.INT8_UNITS)), None)
     kernels = f"on {int8}" if int8 else "in AVX2 / AVX-512 integer arithmetic (no VNNI / AMX units)"
-    return [default, f"CPU int8 (onnxruntime backend): the integer graph, its kernels {kernels}"]
+    return [installed, default, f"CPU int8 (onnxruntime backend): the integer graph, its kernels {kernels}"]
