@@ -9,20 +9,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from support.fake_cpus import AVX2_ONLY, SAPPHIRE_RAPIDS, ZEN4
 from support.reference import load_arrays
 from trt_metric3d import Metric3D
 from trt_metric3d.cli import main
 from trt_metric3d.errors import InputError
 from trt_metric3d.runtime import cpu, precision
 from trt_metric3d.runtime.torch_backend import TorchBackend
-
-SAPPHIRE_RAPIDS = cpu.CpuFeatures(
-    "Intel Xeon",
-    frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni"}),
-    "AVX512",
-)
-ZEN4 = cpu.CpuFeatures("AMD EPYC", frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}), "AVX512")
-AVX2_ONLY = cpu.CpuFeatures("AMD EPYC 7B12", frozenset({"avx2", "fma"}), "AVX2")
 
 
 @pytest.fixture

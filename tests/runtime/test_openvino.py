@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_precision import ZEN4
 
-from reference import reference_dir
+from support.fake_cpus import ZEN4
+from support.reference import reference_dir
 from trt_metric3d import Metric3D
 from trt_metric3d.cli import main
 from trt_metric3d.errors import InputError, MissingDependency
