@@ -78,11 +78,14 @@ class OpenVINOBackend:
         if threads is not None:
             self.config["INFERENCE_NUM_THREADS"] = threads
         self._requests: dict[tuple[int, ...], object] = {}  # input shape -> its compiled model's request
+        self._graph = None  # the ONNX as OpenVINO read it, on the first forward
 
     def request(self, shape: tuple[int, ...]):
         """The infer request for B x 3 x H x W inputs of `shape`, compiled on first use and kept."""
         if shape not in self._requests:
-            model = self.core.read_model(str(self.onnx_path))
+            if self._graph is None:  # parsed once; each shape compiles a reshaped copy
+                self._graph = self.core.read_model(str(self.onnx_path))
+            model = self._graph.clone()
             model.reshape({0: list(shape)})  # static: the CPU plugin does not compile it dynamic
             compiled = self.core.compile_model(model, "CPU", self.config)
             from_cache = compiled.get_property("LOADED_FROM_CACHE")
@@ -104,6 +107,7 @@ class OpenVINOBackend:
 
     def close(self) -> None:
         self._requests.clear()
+        self._graph = None
 
 
 def open_openvino(
