@@ -3,17 +3,21 @@
 import inspect
 import logging
 import math
+import os
 import re
+import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from trt_metric3d import Metric3D
+from support import stand_in_backends
+from trt_metric3d import Metric3D, checkpoint
 from trt_metric3d.cli import main
 from trt_metric3d.errors import BackendUnavailable, InputError, MissingDependency, WorkspaceError
 from trt_metric3d.io import exif_focal_px, read_image
@@ -33,9 +37,28 @@ TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level=logging.WARNING)
+    """A local CPU cluster whose workers load checkpoints of a STAND_IN_FOLDER folder into a stand-in
+    network (the wiring tests), and every other checkpoint as usual (the end-to-end test)."""
+    tests = str(Path(stand_in_backends.__file__).parents[1])
+    runtime_env = {
+        "worker_process_setup_hook": f"{stand_in_backends.__name__}.install_marked_stand_ins",
+        "env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))},
+    }
+    ray.init(
+        num_cpus=2, num_gpus=0, include_dashboard=False, logging_level=logging.WARNING, runtime_env=runtime_env
+    )
     yield ray.cluster_resources()
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def stand_in_checkpoint(small_checkpoint, tmp_path_factory) -> Path:
+    """The synthetic checkpoint in a STAND_IN_FOLDER folder: Ray's workers (and `expected`) run a
+    stand-in network for it."""
+    path = tmp_path_factory.mktemp("checkpoints") / stand_in_backends.STAND_IN_FOLDER / small_checkpoint.name
+    path.parent.mkdir()
+    shutil.copy(small_checkpoint, path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +75,25 @@ def photos(tmp_path_factory):
     return folder.resolve()  # as the results name the files
 
 
-@pytest.fixture(scope="module")
-def expected(photos, small_checkpoint):
-    """Metric3D.predict on each image alone, with the focal lengths the tests use for it."""
+def _focal_lengths(photos) -> dict[str, tuple[float, float]]:
+    """The focal lengths the tests use for each image: from EXIF, and GIVEN_FOCALS for tall.png."""
     focals = {name: (exif_focal_px(photos / name, *SIZES[name]),) * 2 for name in FOCAL_35MM}
-    focals["tall.png"] = GIVEN_FOCALS
-    with Metric3D("vit-small", backend="torch", device="cpu", checkpoint=small_checkpoint) as model:
-        return {name: model.predict(read_image(photos / name), *focal) for name, focal in focals.items()}
+    return {**focals, "tall.png": GIVEN_FOCALS}
+
+
+def predict_each(photos, weights, names) -> dict:
+    """Metric3D.predict on each image alone, with its `_focal_lengths`."""
+    focals = _focal_lengths(photos)
+    with Metric3D("vit-small", backend="torch", device="cpu", checkpoint=weights) as model:
+        return {name: model.predict(read_image(photos / name), *focals[name]) for name in names}
+
+
+@pytest.fixture(scope="module")
+def expected(photos, stand_in_checkpoint):
+    """predict_each image on the stand-in network, as Ray's workers run it for `stand_in_checkpoint`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checkpoint, "load_model", stand_in_backends.marked_stand_in_loader(checkpoint.load_model))
+        return predict_each(photos, stand_in_checkpoint, SIZES)
 
 
 def assert_equal_to_predict(got: dict, prediction, outputs=OUTPUTS):
@@ -76,7 +111,7 @@ class _Records(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def exif_job(cluster, photos, small_checkpoint, tmp_path_factory):
+def exif_job(cluster, photos, stand_in_checkpoint, tmp_path_factory):
     """The folder through run_depth_job without fx (EXIF focal lengths), 2 actors, batches of 2; the
     map_batches arguments, warnings and Ray Data log lines of the run recorded."""
     out = tmp_path_factory.mktemp("exif_job")
@@ -100,7 +135,7 @@ def exif_job(cluster, photos, small_checkpoint, tmp_path_factory):
                 on_result=arrived.append,
                 backend="torch",
                 device="cpu",
-                checkpoint=small_checkpoint,
+                checkpoint=stand_in_checkpoint,
                 actors=2,
                 batch_size=2,
             )
@@ -161,8 +196,9 @@ def test_cuda_on_a_cluster_without_gpus_is_refused(cluster, photos):
         depth_dataset(photos, device="cuda", fx=500.0)
 
 
-def test_per_row_focal_lengths(cluster, photos, expected, small_checkpoint):
-    """DepthPredictor in a plain map_batches: each row's own fx / fy, a row's fy without fx refused."""
+def test_per_row_focal_lengths(cluster, photos, small_checkpoint):
+    """DepthPredictor in a plain map_batches: each row's own fx / fy, a row's fy without fx refused. The
+    real network end to end: the worker's result equals predict's."""
     rows = [
         {"path": str(photos / "tall.png"), "fx": GIVEN_FOCALS[0], "fy": GIVEN_FOCALS[1]},
         {"path": str(photos / "square.jpg"), "fx": None, "fy": 5.0},
@@ -180,18 +216,18 @@ def test_per_row_focal_lengths(cluster, photos, expected, small_checkpoint):
     got = {row["path"]: row for row in dataset.take_all()}
     tall = got[str(photos / "tall.png")]
     assert tall["error"] == "" and (tall["fx"], tall["fy"]) == GIVEN_FOCALS
-    assert_equal_to_predict(tall, expected["tall.png"])
+    assert_equal_to_predict(tall, predict_each(photos, small_checkpoint, ["tall.png"])["tall.png"])
     square = got[str(photos / "square.jpg")]
     assert "fy was given without fx" in square["error"] and square["depth"].shape == (0, 0)
 
 
 def test_cli_writes_parquet_reports_each_image_and_exits_1(
-    cluster, photos, expected, small_checkpoint, tmp_path
+    cluster, photos, expected, stand_in_checkpoint, tmp_path
 ):
     fx, fy = GIVEN_FOCALS
     images = [str(photos / "tall.png"), str(photos / "broken.jpg")]
     args = ["ray", *images, "--out", str(tmp_path), "--format", "parquet", "--fx", str(fx), "--fy", str(fy)]
-    options = ["--normal", "--backend", "torch", "--device", "cpu", "--checkpoint", str(small_checkpoint)]
+    options = ["--normal", "--backend", "torch", "--device", "cpu", "--checkpoint", str(stand_in_checkpoint)]
     result = CliRunner().invoke(main, [*args, *options])
     assert result.exit_code == 1, result.output
     tall = re.escape(str(photos / "tall.png"))

@@ -1,9 +1,13 @@
 """Stand-ins for the network, for plumbing tests: real pre- and post-processing around outputs that cost
 nothing. `RedDepth` is a `Backend` (`Metric3D(backend=...)`); `StandInNetwork` takes the PyTorch
 network's place where a checkpoint is loaded (the `stand_in_network` fixture), for code that opens its
-own runtime by name, as the command line does."""
+own runtime by name, as the command line does; `marked_stand_in_loader` does it for the checkpoints of one
+folder only, in processes a test cannot patch (Ray's workers)."""
 
+import os
 import time
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -65,3 +69,28 @@ def load_stand_in_networks(monkeypatch: pytest.MonkeyPatch, checkpoint_module: M
     so a missing or damaged one is still refused, but no ViT is built or run."""
     monkeypatch.setattr(checkpoint_module, "build_model", lambda backbone: StandInNetwork())
     monkeypatch.setattr(checkpoint_module, "load_state_dict_strict", lambda model, state_dict: None)
+
+
+STAND_IN_FOLDER = "stand-in-network"  # checkpoints in a folder of this name load into a StandInNetwork
+
+
+def marked_stand_in_loader(load_model: Callable[..., torch.nn.Module]) -> Callable[..., torch.nn.Module]:
+    """`load_model` for checkpoints in a STAND_IN_FOLDER folder: the file is still read (a missing one is
+    still refused), the network is a `StandInNetwork`; every other checkpoint loads as `load_model` does."""
+    from trt_metric3d.checkpoint import read_state_dict
+
+    def load(backbone: str, checkpoint=None, device="cpu") -> torch.nn.Module:
+        if isinstance(checkpoint, str | os.PathLike) and Path(checkpoint).parent.name == STAND_IN_FOLDER:
+            read_state_dict(checkpoint)
+            return StandInNetwork().to(device).eval()
+        return load_model(backbone, checkpoint, device)
+
+    return load
+
+
+def install_marked_stand_ins() -> None:
+    """A Ray worker's setup hook (runtime_env's worker_process_setup_hook): `marked_stand_in_loader` in
+    place of trt_metric3d.checkpoint.load_model, which the runtime looks up when it opens a model."""
+    from trt_metric3d import checkpoint
+
+    checkpoint.load_model = marked_stand_in_loader(checkpoint.load_model)
