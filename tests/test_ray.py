@@ -40,13 +40,11 @@ def cluster():
     """A local CPU cluster whose workers load checkpoints of a STAND_IN_FOLDER folder into a stand-in
     network (the wiring tests), and every other checkpoint as usual (the end-to-end test)."""
     tests = str(Path(stand_in_backends.__file__).parents[1])
-    runtime_env = {
+    env = {
         "worker_process_setup_hook": f"{stand_in_backends.__name__}.install_marked_stand_ins",
         "env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))},
     }
-    ray.init(
-        num_cpus=2, num_gpus=0, include_dashboard=False, logging_level=logging.WARNING, runtime_env=runtime_env
-    )
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level=logging.WARNING, runtime_env=env)
     yield ray.cluster_resources()
     ray.shutdown()
 
@@ -92,7 +90,8 @@ def predict_each(photos, weights, names) -> dict:
 def expected(photos, stand_in_checkpoint):
     """predict_each image on the stand-in network, as Ray's workers run it for `stand_in_checkpoint`."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(checkpoint, "load_model", stand_in_backends.marked_stand_in_loader(checkpoint.load_model))
+        stand_in_loader = stand_in_backends.marked_stand_in_loader(checkpoint.load_model)
+        patch.setattr(checkpoint, "load_model", stand_in_loader)
         return predict_each(photos, stand_in_checkpoint, SIZES)
 
 
