@@ -24,33 +24,58 @@ def fail(what: str):
     return call
 
 
-@pytest.fixture
-def export_dir(small_onnx, tmp_path) -> Path:
-    """A copy of the session's export folder (both ONNX and their manifests), free to damage."""
-    folder = tmp_path / "export"
+def _writing(content: bytes):
+    """An export step (`export_onnx`, `convert_fp16`) that saves `content`, the way the real steps save."""
+
+    def step(_, path) -> Path:
+        return staging.save_staged(Path(path), lambda staged: staged.write_bytes(content))
+
+    return step
+
+
+@pytest.fixture(scope="module")
+def stand_in_onnx(small_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
+    """(FP32, FP16) as exported_onnx names and records them for the synthetic checkpoint, small files
+    standing in for the graphs: the cache is under test here, not the graphs (the real ones are
+    hundreds of MB to copy and hash per test)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stages, "load_model", lambda *args: None)
+        patch.setattr(stages, "export_onnx", _writing(b"the FP32 graph " * 1000))
+        patch.setattr("trt_metric3d.export.fp16.convert_fp16", _writing(b"the FP16 graph " * 1000))
+        fp32, fp16, _ = stages.exported_onnx("vit-small", small_checkpoint, tmp_path_factory.mktemp("export"))
+    return fp32, fp16
+
+
+def copy_of(exported: tuple[Path, Path], folder: Path) -> Path:
+    """`folder` holding a copy of both ONNX of `exported` and their manifests, free to damage."""
     folder.mkdir()
-    for onnx in small_onnx:
+    for onnx in exported:
         for path in (onnx, staging.manifest_path(onnx)):
             shutil.copyfile(path, folder / path.name)
     return folder
 
 
 @pytest.fixture
-def exports(small_onnx, monkeypatch) -> list[str]:
-    """Names of the files exported (or converted) from now on; the work itself is a copy of the
-    session's files, saved the way the real steps save them."""
+def export_dir(stand_in_onnx, tmp_path) -> Path:
+    return copy_of(stand_in_onnx, tmp_path / "export")
+
+
+@pytest.fixture
+def exports(stand_in_onnx, monkeypatch) -> list[str]:
+    """Names of the files exported (or converted) from now on; the work itself writes what
+    `stand_in_onnx` holds, saved the way the real steps save it."""
     written: list[str] = []
 
     def copying(original: Path):
-        def step(_, path) -> Path:
+        def step(source, path) -> Path:
             written.append(Path(path).name)
-            return staging.save_staged(Path(path), lambda staged: shutil.copyfile(original, staged))
+            return _writing(original.read_bytes())(source, path)
 
         return step
 
     monkeypatch.setattr(stages, "load_model", lambda *args: None)
-    monkeypatch.setattr(stages, "export_onnx", copying(small_onnx[0]))
-    monkeypatch.setattr("trt_metric3d.export.fp16.convert_fp16", copying(small_onnx[1]))
+    monkeypatch.setattr(stages, "export_onnx", copying(stand_in_onnx[0]))
+    monkeypatch.setattr("trt_metric3d.export.fp16.convert_fp16", copying(stand_in_onnx[1]))
     return written
 
 
@@ -78,24 +103,26 @@ DAMAGES = {
     [("fp16", damage) for damage in DAMAGES] + [("fp32", "truncated"), ("fp32", "manifest deleted")],
 )
 def test_damaged_export_is_exported_again(
-    export_dir, exports, small_onnx, small_checkpoint, caplog, damage, which
+    export_dir, exports, stand_in_onnx, small_checkpoint, caplog, damage, which
 ):
-    damaged = export_dir / small_onnx[which == "fp16"].name
+    damaged = export_dir / stand_in_onnx[which == "fp16"].name
     DAMAGES[damage](damaged)
     fp32, fp16, _ = stages.exported_onnx("vit-small", small_checkpoint, export_dir)
     assert exports == ([fp32.name, fp16.name] if which == "fp32" else [fp16.name])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(damaged) in warnings[0] and "exporting it again" in warnings[0]
-    for repaired, original in zip((fp32, fp16), small_onnx, strict=True):
+    for repaired, original in zip((fp32, fp16), stand_in_onnx, strict=True):
         assert staging.damage(repaired) is None
         assert repaired.read_bytes() == original.read_bytes()
     stages.exported_onnx("vit-small", small_checkpoint, export_dir)
     assert len(exports) == (2 if which == "fp32" else 1), "a repaired export is used as it is"
 
 
-def test_truncated_fp16_is_really_converted_again(export_dir, small_onnx, small_checkpoint, monkeypatch):
+def test_truncated_fp16_is_really_converted_again(small_onnx, small_checkpoint, tmp_path, monkeypatch):
+    """The real graphs, and the real FP16 conversion."""
     onnx = pytest.importorskip("onnx")
     monkeypatch.setattr(stages, "export_onnx", fail("the FP32 ONNX is fine: no export needed"))
+    export_dir = copy_of(small_onnx, tmp_path / "export")
     fp16 = export_dir / small_onnx[1].name
     fp16.write_bytes(fp16.read_bytes()[: fp16.stat().st_size // 2])
     stages.exported_onnx("vit-small", small_checkpoint, export_dir)
@@ -104,9 +131,9 @@ def test_truncated_fp16_is_really_converted_again(export_dir, small_onnx, small_
 
 
 def test_leftovers_of_interrupted_exports_are_removed(
-    export_dir, exports, small_onnx, small_checkpoint, caplog
+    export_dir, exports, stand_in_onnx, small_checkpoint, caplog
 ):
-    fp32, fp16 = (export_dir / path.name for path in small_onnx)
+    fp32, fp16 = (export_dir / path.name for path in stand_in_onnx)
     staged = export_dir / f".{fp32.name}.k3j9x0_q"  # a staging folder of a killed export
     staged.mkdir()
     (staged / fp32.name).write_bytes(b"\0" * 1000)

@@ -104,7 +104,7 @@ def test_auto_on_a_bf16_cpu_runs_openvino_bf16(
     with Metric3D("vit-small", device="cpu", checkpoint=str(small_checkpoint), **folders) as runtime:
         assert (runtime.backend, runtime.precision) == ("openvino", "bf16")
         assert runtime._backend.onnx_path == small_onnx[0]  # the cached export, not a new one
-    assert "auto on the CPU: OpenVINO" in caplog.text
+    assert "auto on the CPU: the openvino backend (installed; the fastest CPU path)" in caplog.text
     assert "OpenVINO runs the FP32 graph in bf16" in caplog.text
 
 
@@ -118,7 +118,8 @@ def test_auto_without_openvino_runs_torch_and_says_what_to_install(
     with Metric3D("vit-small", device="cpu", checkpoint=str(small_checkpoint)) as runtime:
         assert (runtime.backend, runtime.precision) == ("torch", "bf16")
     assert (
-        'auto on the CPU: PyTorch (OpenVINO is faster: pip install "trt-metric3d[openvino]")' in caplog.text
+        'auto on the CPU: the torch backend (OpenVINO is faster: pip install "trt-metric3d[openvino]")'
+        in caplog.text
     )
 
 
@@ -129,7 +130,7 @@ def test_auto_with_onednn_capped_runs_torch(needs_openvino, monkeypatch, small_c
     caplog.set_level(logging.INFO, logger="trt_metric3d")
     with Metric3D("vit-small", device="cpu", checkpoint=str(small_checkpoint)) as runtime:
         assert (runtime.backend, runtime.precision) == ("torch", "fp32")
-    assert "auto on the CPU: PyTorch (oneDNN capped, ONEDNN_MAX_CPU_ISA=AVX2)" in caplog.text
+    assert "auto on the CPU: the torch backend (oneDNN capped, ONEDNN_MAX_CPU_ISA=AVX2)" in caplog.text
 
 
 def test_missing_openvino_is_one_line_with_the_install_command(no_openvino, small_checkpoint, tmp_path):
@@ -168,17 +169,37 @@ def test_doctor_says_whether_openvino_is_installed(on_zen4, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", SimpleNamespace(__version__="2026.4.1"))
     installed = CliRunner().invoke(main, ["doctor"]).output
     assert "openvino 2026.4.1" in installed
-    assert "CPU precision by default: bf16 on AVX512-BF16 (openvino backend)" in installed
+    assert (
+        "CPU precision by default: bf16 on AVX512-BF16 (openvino backend: installed; the fastest CPU path)"
+        in installed
+    )
     monkeypatch.setitem(sys.modules, "openvino", None)
     absent = CliRunner().invoke(main, ["doctor"]).output
     assert "openvino: not installed" in absent
-    assert f"(torch backend; faster: {openvino_backend.INSTALL})" in absent
+    assert f"(torch backend: OpenVINO is faster: {openvino_backend.INSTALL})" in absent
     monkeypatch.setitem(sys.modules, "openvino", SimpleNamespace(__version__="2026.4.1"))
     monkeypatch.setattr(cpu, "cpu_features", lambda: cpu.CpuFeatures("x", ZEN4.flags, "AVX512", "AVX2"))
-    assert "(torch backend: oneDNN capped; no bf16 units" in CliRunner().invoke(main, ["doctor"]).output
+    assert (
+        "(torch backend: oneDNN capped, ONEDNN_MAX_CPU_ISA=AVX2; no bf16 units"
+        in CliRunner().invoke(main, ["doctor"]).output
+    )
 
 
 def test_the_nodes_offer_openvino():
     from trt_metric3d.comfyui import nodes
 
     assert "openvino" in nodes.BACKENDS  # the backend input's options (comfyui/extension.py)
+
+
+def test_a_capped_onednn_wins_over_a_missing_openvino_in_the_runtime_and_in_doctor(monkeypatch):
+    """One rule (precision.cpu_auto_backend): installing OpenVINO would not help while oneDNN is capped."""
+    from trt_metric3d.runtime.precision import cpu_auto_backend, cpu_path_lines
+
+    capped = cpu.CpuFeatures("x", ZEN4.flags, "AVX512", "AVX2")
+    assert cpu_auto_backend(capped, openvino_installed=False) == (
+        "torch",
+        "oneDNN capped, ONEDNN_MAX_CPU_ISA=AVX2",
+    )
+    assert cpu_auto_backend(capped, openvino_installed=True)[0] == "torch"
+    assert "(torch backend: oneDNN capped, ONEDNN_MAX_CPU_ISA=AVX2; " in cpu_path_lines(capped, None)[1]
+    assert cpu_auto_backend(ZEN4, openvino_installed=True)[0] == "openvino"

@@ -22,6 +22,7 @@ from .precision import (
     backends_running,
     check_backend_precision,
     check_bf16_device,
+    cpu_auto_backend,
     default_precision,
 )
 from .prediction import DepthBatch, Prediction
@@ -206,22 +207,15 @@ class Metric3D:
         return self._open(order[-1], compile, cuda_graph, build_progress)
 
     def _cpu_order(self, order: list[str]) -> list[str]:
-        """The first of `order`; OpenVINO then PyTorch where OpenVINO is first, installed, and oneDNN is
-        not capped (ONEDNN_MAX_CPU_ISA: OpenVINO's oneDNN then compiles wrong or not at all)."""
+        """The first of `order`; where that is OpenVINO, what `cpu_auto_backend` chooses, said once."""
         from .cpu import cpu_features
-        from .openvino_backend import INSTALL, openvino_installed
+        from .openvino_backend import openvino_installed
 
         if order[0] != "openvino":
             return order[:1]
-        cap = cpu_features().onednn_cap
-        if cap is not None:
-            log.info("Metric3D: auto on the CPU: PyTorch (oneDNN capped, ONEDNN_MAX_CPU_ISA=%s)", cap)
-            return order[1:2]
-        if openvino_installed():
-            log.info("Metric3D: auto on the CPU: OpenVINO (installed; the fastest CPU path)")
-            return order[:2]
-        log.info("Metric3D: auto on the CPU: PyTorch (OpenVINO is faster: %s)", INSTALL)
-        return order[1:2]
+        backend, why = cpu_auto_backend(cpu_features(), openvino_installed())
+        log.info("Metric3D: auto on the CPU: the %s backend (%s)", backend, why)
+        return order[:2] if backend == "openvino" else order[1:2]
 
     def _open(self, backend: str, compile: bool, cuda_graph: bool, build_progress: BuildProgress):
         if backend == "tensorrt":

@@ -68,13 +68,21 @@ def check_bf16_device(device: torch.device) -> None:
         )
 
 
+def cpu_auto_backend(features: cpu.CpuFeatures, openvino_installed: bool) -> tuple[str, str]:
+    """(backend, why) "auto" runs on the CPU where OpenVINO and PyTorch both run the precision: OpenVINO
+    where installed and oneDNN not capped (ONEDNN_MAX_CPU_ISA: OpenVINO's oneDNN then compiles wrong or
+    not at all), else PyTorch. For the runtime and for `doctor`."""
+    if features.onednn_cap is not None:
+        return "torch", f"oneDNN capped, ONEDNN_MAX_CPU_ISA={features.onednn_cap}"
+    if openvino_installed:
+        return "openvino", "installed; the fastest CPU path"
+    return "torch", f"OpenVINO is faster: {OPENVINO_INSTALL}"
+
+
 def cpu_path_lines(features: cpu.CpuFeatures, openvino: str | None) -> list[str]:
     """What runs on this CPU, for `doctor`: the default backend and precision, and what int8 runs.
-    openvino: its version where installed (then "auto" runs it on the CPU, unless oneDNN is capped)."""
-    if openvino is None:
-        backend = f"torch backend; faster: {OPENVINO_INSTALL}"
-    else:  # as Metric3D's auto: not OpenVINO where oneDNN is capped
-        backend = "openvino backend" if features.onednn_cap is None else "torch backend: oneDNN capped"
+    openvino: its version where installed."""
+    backend = "{} backend: {}".format(*cpu_auto_backend(features, openvino is not None))
     bf16 = features.bf16_units
     default = (
         f"CPU precision by default: bf16 on {bf16} ({backend})"
