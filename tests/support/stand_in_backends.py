@@ -56,6 +56,8 @@ class StandInNetwork(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
+        # a weight, as every network has: code finds a network's device and precision from its weights
+        self.weight = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
 
