@@ -1,10 +1,11 @@
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from support.reference import REPO_ROOT, synthetic_state_dict
-from support.stand_in_backends import load_stand_in_networks
+from support.stand_in_backends import STAND_IN_FOLDER, load_stand_in_networks
 from trt_metric3d.model import build_model
 
 
@@ -58,6 +59,16 @@ def small_checkpoint(tmp_path_factory, small_state_dict) -> Path:
     """The synthetic vit-small weights saved as an official checkpoint file."""
     path = tmp_path_factory.mktemp("checkpoints") / "metric_depth_vit_small_800k.pth"
     torch.save({"model_state_dict": small_state_dict}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def stand_in_checkpoint(small_checkpoint, tmp_path_factory) -> Path:
+    """The synthetic checkpoint in a `STAND_IN_FOLDER` folder: processes that install
+    `install_marked_stand_ins` (Ray's workers, benchmark processes) run a stand-in network for it."""
+    path = tmp_path_factory.mktemp("checkpoints") / STAND_IN_FOLDER / small_checkpoint.name
+    path.parent.mkdir()
+    shutil.copy(small_checkpoint, path)
     return path
 
 

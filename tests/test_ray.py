@@ -5,7 +5,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import warnings
@@ -47,16 +46,6 @@ def cluster():
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level=logging.WARNING, runtime_env=env)
     yield ray.cluster_resources()
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def stand_in_checkpoint(small_checkpoint, tmp_path_factory) -> Path:
-    """The synthetic checkpoint in a STAND_IN_FOLDER folder: Ray's workers (and `expected`) run a
-    stand-in network for it."""
-    path = tmp_path_factory.mktemp("checkpoints") / stand_in_backends.STAND_IN_FOLDER / small_checkpoint.name
-    path.parent.mkdir()
-    shutil.copy(small_checkpoint, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -174,3 +174,22 @@ def test_infer_writes_a_point_cloud_with_ply(small_checkpoint, tmp_path, stand_i
     assert len(vertices) == depth.size
     np.testing.assert_allclose(vertices["z"], depth.ravel())
     np.testing.assert_array_equal(vertices["red"], image[..., 2].ravel())  # cv2 wrote BGR
+
+
+def test_a_run_whose_model_cannot_load_leaves_no_output_folder(tmp_path):
+    """The output folders are checked before the model loads, and made with the first result."""
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((20, 30, 3), np.uint8))
+    clip = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (32, 24))
+    for _ in range(2):
+        clip.write(np.zeros((24, 32, 3), np.uint8))
+    clip.release()
+    damaged = tmp_path / "metric_depth_vit_small_800k.pth"
+    damaged.write_bytes(b"not a checkpoint")
+    runs = {
+        "infer": ["infer", str(tmp_path / "a.png"), "--fx", "500", "--out", str(tmp_path / "new" / "depth")],
+        "video": ["video", str(tmp_path / "clip.avi"), "--out", str(tmp_path / "new" / "depth.mp4")],
+    }
+    for command, args in runs.items():
+        result = CliRunner().invoke(main, [*args, "--checkpoint", str(damaged), "--backend", "torch"])
+        assert result.exit_code == 1 and str(damaged) in result.output, (command, result.output)
+        assert "Traceback" not in result.output and not (tmp_path / "new").exists(), command

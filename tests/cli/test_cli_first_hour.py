@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from support.reference import reference_dir
-from support.stand_in_backends import RedDepth
+from support.stand_in_backends import RedDepth, measure_on_stand_ins
 from trt_metric3d.cli import main
 from trt_metric3d.errors import WorkspaceError
 from trt_metric3d.results import result_names
@@ -100,13 +100,20 @@ def test_infer_says_when_the_millimetre_png_clips(small_checkpoint, tmp_path, st
     assert int(np.count_nonzero(png == 65535)) >= beyond
 
 
-def test_bench_keeps_measured_rows_when_a_backend_fails_and_measures_each_alone(small_checkpoint, tmp_path):
+def test_bench_keeps_measured_rows_when_a_backend_fails_and_measures_each_alone(
+    stand_in_checkpoint, tmp_path, monkeypatch
+):
+    """Each backend in a process of its own (running the stand-in network: what is timed does not
+    matter here)."""
+    from trt_metric3d import benchmark
+
+    monkeypatch.setattr(benchmark, "measure", measure_on_stand_ins)
     ballast = np.ones(2**28, dtype=np.float64)  # 2 GiB touched here: this process's peak, not a backend's
     del ballast
     own_peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = tmp_path / "bench.json"
     args = ["bench", "--backend", "torch", "--backend", "tensorrt", "--size", "40x60", "--warmup", "0"]
-    args += ["--runs", "1", "--device", "cpu", "--checkpoint", str(small_checkpoint), "--json", str(out)]
+    args += ["--runs", "1", "--device", "cpu", "--checkpoint", str(stand_in_checkpoint), "--json", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1, result.output
     assert "| vit-small | torch | fp32 | cpu | 1 | 40x60 |" in result.output

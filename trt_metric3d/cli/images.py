@@ -53,9 +53,9 @@ def infer(
     the exit status is then 1.
     """
     from ..focal import resolve_focal_lengths
-    from ..io import exif_focal_px, find_images, read_image, writable_folder
+    from ..io import exif_focal_px, find_images, read_image
     from ..logs import percent
-    from ..output_files import refuse_inputs_as_outputs
+    from ..output_files import folder_can_be_made, refuse_inputs_as_outputs
     from ..results import MAX_DEPTH_MM, result_files, result_names, write_result_set
     from ..runtime import Metric3D
 
@@ -67,7 +67,8 @@ def infer(
     # the folder may hold other files: each result set adds to it, replacing only its own files
     results = (("--out", path) for name in names for path in result_files(out_dir, name, ply))
     refuse_inputs_as_outputs(results, [*images, settings.checkpoint])
-    writable_folder(out_dir, "choose another folder with --out")  # before the model loads
+    # before the model loads; made with the first result, so a failed run leaves no empty folder
+    folder_can_be_made(out_dir, "choose another folder with --out")
     failures: list[str] = []
     click.echo(f"{len(images)} image(s) -> {out_dir}")  # the model's own line says which model
     with Metric3D.from_settings(settings) as runtime:

@@ -75,7 +75,12 @@ def video(
     import numpy as np
 
     from .. import io
-    from ..output_files import FolderOfFiles, refuse_inputs_as_outputs
+    from ..output_files import (
+        FolderOfFiles,
+        check_output_folder,
+        folder_can_be_made,
+        refuse_inputs_as_outputs,
+    )
     from ..pointcloud import write_ply
     from ..results import SteadyDepthPreview
     from ..runtime import Metric3D
@@ -90,13 +95,24 @@ def video(
     refuse_inputs_as_outputs(files.items(), [source, settings.checkpoint], folders)
     for option, path in files.items():
         if path is not None:
-            io.writable_folder(path.parent, f"choose another with {option}")  # before the model loads
+            # before the model loads; made by the writer, so a failed run leaves no empty folder
+            folder_can_be_made(path.parent, f"choose another with {option}")
+    for option, folder in folders.items():
+        if folder is not None:
+            check_output_folder(folder, overwrite, folder_fix(option))
     frames = FrameSource(source if camera is None else camera)
     latest = frames.is_camera if latest is None else latest
     preview = SteadyDepthPreview()
     status = LiveStatus()
     interrupted = False
     with contextlib.ExitStack() as outputs:
+        # every frame has the same canvas: on a GPU one captured CUDA graph serves the whole stream
+        on_gpu = resolve_device(settings.device).type == "cuda"
+        runtime = outputs.enter_context(Metric3D.from_settings(replace(settings, cuda_graph=on_gpu)))
+        click.echo(
+            f"{frames.source}: {settings.backbone} ({runtime.backend}, {runtime.precision}, {runtime.device})"
+        )
+        # opened once the model is: a model that cannot load leaves no file or folder behind
         writer = outputs.enter_context(VideoWriter(out, frames.fps)) if out is not None else None
         npz = outputs.enter_context(NpzWriter(npz_path)) if npz_path is not None else None
         frame_files = {
@@ -104,12 +120,6 @@ def video(
             for option, folder in folders.items()
             if folder is not None
         }
-        # every frame has the same canvas: on a GPU one captured CUDA graph serves the whole stream
-        on_gpu = resolve_device(settings.device).type == "cuda"
-        runtime = outputs.enter_context(Metric3D.from_settings(replace(settings, cuda_graph=on_gpu)))
-        click.echo(
-            f"{frames.source}: {settings.backbone} ({runtime.backend}, {runtime.precision}, {runtime.device})"
-        )
         results = outputs.enter_context(
             runtime.stream(itertools.islice(frames, max_frames), fx, fy, latest=latest)
         )
