@@ -36,16 +36,24 @@ TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A local CPU cluster whose workers load checkpoints of a STAND_IN_FOLDER folder into a stand-in
-    network (the wiring tests), and every other checkpoint as usual (the end-to-end test)."""
+    """A local CPU cluster whose workers can import the tests' support modules (`stand_in_predictor`)."""
     tests = str(Path(stand_in_backends.__file__).parents[1])
-    env = {
-        "worker_process_setup_hook": f"{stand_in_backends.__name__}.install_marked_stand_ins",
-        "env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))},
-    }
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}}
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level=logging.WARNING, runtime_env=env)
     yield ray.cluster_resources()
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def stand_in_predictor():
+    """Jobs map their batches with `StandInDepthPredictor`: a `stand_in_checkpoint` runs the stand-in
+    network in the actors (the wiring tests); every other checkpoint the real one."""
+    from support.ray_stand_ins import StandInDepthPredictor
+    from trt_metric3d import ray as depth_ray
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(depth_ray, "DepthPredictor", StandInDepthPredictor)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +107,7 @@ class _Records(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def exif_job(cluster, photos, stand_in_checkpoint, tmp_path_factory):
+def exif_job(cluster, stand_in_predictor, photos, stand_in_checkpoint, tmp_path_factory):
     """The folder through run_depth_job without fx (EXIF focal lengths), 2 actors, batches of 2; the
     map_batches arguments, warnings and Ray Data log lines of the run recorded."""
     out = tmp_path_factory.mktemp("exif_job")
@@ -210,7 +218,7 @@ def test_per_row_focal_lengths(cluster, photos, small_checkpoint):
 
 
 def test_cli_writes_parquet_reports_each_image_and_exits_1(
-    cluster, photos, expected, stand_in_checkpoint, tmp_path
+    cluster, stand_in_predictor, photos, expected, stand_in_checkpoint, tmp_path
 ):
     fx, fy = GIVEN_FOCALS
     images = [str(photos / "tall.png"), str(photos / "broken.jpg")]

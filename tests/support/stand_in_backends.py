@@ -2,7 +2,7 @@
 nothing. `RedDepth` is a `Backend` (`Metric3D(backend=...)`); `StandInNetwork` takes the PyTorch
 network's place where a checkpoint is loaded (the `stand_in_network` fixture), for code that opens its
 own runtime by name, as the command line does; `marked_stand_in_loader` does it for the checkpoints of one
-folder only, in processes a test cannot patch (Ray's workers)."""
+folder only, in processes a test cannot patch (Ray's actors, the benchmark's processes)."""
 
 import os
 import time
@@ -91,8 +91,8 @@ def marked_stand_in_loader(load_model: Callable[..., torch.nn.Module]) -> Callab
 
 
 def install_marked_stand_ins() -> None:
-    """A Ray worker's setup hook (runtime_env's worker_process_setup_hook): `marked_stand_in_loader` in
-    place of trt_metric3d.checkpoint.load_model, which the runtime looks up when it opens a model."""
+    """In a process of its own (a Ray actor, a benchmark process): `marked_stand_in_loader` in place of
+    trt_metric3d.checkpoint.load_model, which the runtime looks up when it opens a model."""
     from trt_metric3d import checkpoint
 
     checkpoint.load_model = marked_stand_in_loader(checkpoint.load_model)
