@@ -105,13 +105,12 @@ def video(
     preview = SteadyDepthPreview()
     status = LiveStatus()
     interrupted = False
+    written = [str(path) for path in (*files.values(), *folders.values()) if path is not None]
+    click.echo(f"{frames.source} -> {', '.join(written)}")  # the model's own line says which model
     with contextlib.ExitStack() as outputs:
         # every frame has the same canvas: on a GPU one captured CUDA graph serves the whole stream
         on_gpu = resolve_device(settings.device).type == "cuda"
         runtime = outputs.enter_context(Metric3D.from_settings(replace(settings, cuda_graph=on_gpu)))
-        click.echo(
-            f"{frames.source}: {settings.backbone} ({runtime.backend}, {runtime.precision}, {runtime.device})"
-        )
         # opened once the model is: a model that cannot load leaves no file or folder behind
         writer = outputs.enter_context(VideoWriter(out, frames.fps)) if out is not None else None
         npz = outputs.enter_context(NpzWriter(npz_path)) if npz_path is not None else None
