@@ -46,6 +46,7 @@ import torch
 from bf16_accuracy import synthetic_model
 from model_paths import check_original_style, original_style
 
+from trt_metric3d.io import writable_folder
 from trt_metric3d.model import BACKBONES, build_model
 from trt_metric3d.runtime.cpu import cpu_features
 from trt_metric3d.runtime.openvino_backend import OpenVINOBackend, openvino_installed
@@ -70,7 +71,8 @@ def onnx_forwards(
     asked = [path for path in paths if path.startswith(("ort-", "openvino-"))]
     if not asked:
         return {}
-    folder = export_dir or workspace_dir(EXPORT_DIR_ENV, "export")
+    default = workspace_dir(EXPORT_DIR_ENV, "export")
+    folder = writable_folder(export_dir or default, "choose another with --export-dir")
     checkpoint = Path(folder) / f"{backbone}-synthetic.pth"
     if not checkpoint.is_file():
         torch.save({"model_state_dict": model.state_dict()}, checkpoint)

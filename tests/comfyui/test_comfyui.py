@@ -5,6 +5,7 @@ import asyncio
 import importlib.util
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -296,26 +297,30 @@ def test_engine_is_built_on_first_use_with_a_progress_bar(comfyui, monkeypatch):
     TensorRT and a GPU: the runtime is a stand-in that reports build progress as the real builder
     does.)"""
     nodes = sys.modules["trt_metric3d_in_comfyui.trt_metric3d.comfyui.nodes"]
-    real_runtime, opened = nodes.Metric3D, []
+    opened = []
 
-    def tensorrt_runtime(backbone, backend, precision, device, checkpoint, build_progress, **folders):
-        opened.append((backbone, backend, precision, checkpoint, folders))
+    def tensorrt_runtime(settings, build_progress):
+        opened.append(settings)
         for fraction in (0.0, 0.5, 1.0):
             build_progress("Building engine", fraction)
-        return real_runtime(model=StandInNetwork(), device="cpu")
+        return nodes.Metric3D(model=StandInNetwork(), device="cpu")
 
-    monkeypatch.setattr(nodes, "Metric3D", tensorrt_runtime)
-    monkeypatch.setattr(nodes, "runtime_file", lambda *args, **folders: folders["engine_dir"] / "x.engine")
+    monkeypatch.setattr(nodes.Metric3D, "from_settings", tensorrt_runtime)
+    monkeypatch.setattr(nodes, "runtime_file", lambda settings: Path(settings.engine_dir) / "x.engine")
     monkeypatch.setattr(nodes, "torch_device", lambda: torch.device("cuda"))
     node = comfyui.pack["Metric3D-DepthMapPreprocessor"]
     for _ in range(2):
         run(node, torch.rand(1, 56, 84, 3), resolution=64)
-    checkpoint = str(comfyui.models_dir / "metric3d" / "metric_depth_vit_small_800k.pth")
-    folders = {
-        "engine_dir": comfyui.models_dir / "tensorrt" / "metric3d",
-        "export_dir": comfyui.models_dir / "metric3d" / "onnx",
-    }
-    assert opened == [("vit-small", "tensorrt", "fp16", checkpoint, folders)], "opened once, fp16"
+    expected = nodes.RuntimeSettings(
+        "vit-small",
+        "tensorrt",
+        "fp16",
+        "cuda",
+        comfyui.models_dir / "metric3d" / "metric_depth_vit_small_800k.pth",
+        engine_dir=comfyui.models_dir / "tensorrt" / "metric3d",
+        export_dir=comfyui.models_dir / "metric3d" / "onnx",
+    )
+    assert opened == [expected], "opened once, fp16"
     build = [event for event in comfyui.progress if event[0] == "absolute"]
     assert build == [("absolute", 0, 100), ("absolute", 50, 100), ("absolute", 100, 100)]
     patchers = {id(models[0]): models[0] for models, _ in comfyui.loaded}

@@ -25,6 +25,7 @@ from ..io import write_npy, write_png
 from ..results import depth_millimetres, depth_preview
 from ..runtime import Metric3D
 from ..runtime.precision import default_precision
+from ..settings import RuntimeSettings
 from .host import (
     ManagedModel,
     ManagedRuntime,
@@ -89,27 +90,23 @@ def accelerated_runtime(
     key = (backbone, backend, precision, str(device))
     if key not in _accelerated:
         register_model_folder()
-        checkpoint = node_checkpoint(backbone)
         progress = Progress(BUILD_STEPS)
-        folders = {
-            "engine_dir": models_subfolder("tensorrt", "metric3d"),
-            "export_dir": models_subfolder("metric3d", "onnx"),
-        }
+        settings = RuntimeSettings(
+            backbone,
+            backend,
+            precision,
+            str(device),
+            node_checkpoint(backbone),
+            engine_dir=models_subfolder("tensorrt", "metric3d"),
+            export_dir=models_subfolder("metric3d", "onnx"),
+        )
 
         def open_runtime() -> Metric3D:
-            return Metric3D(
-                backbone,
-                backend=backend,
-                precision=precision,
-                device=device,
-                checkpoint=str(checkpoint),
-                build_progress=progress.show_build,
-                **folders,
-            )
+            return Metric3D.from_settings(settings, build_progress=progress.show_build)
 
         try:
             _accelerated[key] = ManagedRuntime(open_runtime)
-            model_file = runtime_file(backbone, backend, precision, checkpoint, **folders)
+            model_file = runtime_file(settings)
         # Not installed, no GPU or CUDA provider, fp32 asked of an FP16 engine, build or load failed.
         except (Metric3DError, ImportError, RuntimeError, ValueError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -124,22 +121,15 @@ def accelerated_runtime(
     return _accelerated[key]
 
 
-def runtime_file(
-    backbone: str,
-    backend: str,
-    precision: str,
-    checkpoint: Path,
-    engine_dir: Path | None,
-    export_dir: Path | None,
-) -> Path:
+def runtime_file(settings: RuntimeSettings) -> Path:
     """The engine or ONNX file an opened runtime runs: the cache entry it opened, found again."""
-    if backend == "tensorrt":
-        return pipeline.build(
-            backbone, checkpoint, engine_dir=engine_dir, export_dir=export_dir, precision=precision
-        )
+    backbone, precision, checkpoint = settings.backbone, settings.precision, settings.checkpoint
+    if settings.backend == "tensorrt":
+        folders = {"engine_dir": settings.engine_dir, "export_dir": settings.export_dir}
+        return pipeline.build(backbone, checkpoint, **folders, precision=precision)
     if precision in QUANTIZED:
-        return pipeline.quantized_onnx(backbone, precision, checkpoint, export_dir)[0]
-    fp32, fp16, _ = pipeline.exported_onnx(backbone, checkpoint, export_dir)
+        return pipeline.quantized_onnx(backbone, precision, checkpoint, settings.export_dir)[0]
+    fp32, fp16, _ = pipeline.exported_onnx(backbone, checkpoint, settings.export_dir)
     return fp16 if precision == "fp16" else fp32
 
 
