@@ -71,9 +71,10 @@ def onnx_forwards(
     asked = [path for path in paths if path.startswith(("ort-", "openvino-"))]
     if not asked:
         return {}
-    default = workspace_dir(EXPORT_DIR_ENV, "export")
-    folder = writable_folder(export_dir or default, "choose another with --export-dir")
-    checkpoint = Path(folder) / f"{backbone}-synthetic.pth"
+    folder = writable_folder(
+        export_dir or workspace_dir(EXPORT_DIR_ENV, "export"), "choose another with --export-dir"
+    )
+    checkpoint = folder / f"{backbone}-synthetic.pth"
     if not checkpoint.is_file():
         torch.save({"model_state_dict": model.state_dict()}, checkpoint)
     fp32 = stages.exported_onnx(backbone, checkpoint, folder)[0]

@@ -125,8 +125,13 @@ def runtime_file(settings: RuntimeSettings) -> Path:
     """The engine or ONNX file an opened runtime runs: the cache entry it opened, found again."""
     backbone, precision, checkpoint = settings.backbone, settings.precision, settings.checkpoint
     if settings.backend == "tensorrt":
-        folders = {"engine_dir": settings.engine_dir, "export_dir": settings.export_dir}
-        return pipeline.build(backbone, checkpoint, **folders, precision=precision)
+        return pipeline.build(
+            backbone,
+            checkpoint,
+            engine_dir=settings.engine_dir,
+            export_dir=settings.export_dir,
+            precision=precision,
+        )
     if precision in QUANTIZED:
         return pipeline.quantized_onnx(backbone, precision, checkpoint, settings.export_dir)[0]
     fp32, fp16, _ = pipeline.exported_onnx(backbone, checkpoint, settings.export_dir)

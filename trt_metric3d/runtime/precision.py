@@ -82,7 +82,8 @@ def cpu_auto_backend(features: cpu.CpuFeatures, openvino_installed: bool) -> tup
 def cpu_path_lines(features: cpu.CpuFeatures, openvino: str | None) -> list[str]:
     """What runs on this CPU, for `doctor`: the default backend and precision, and what int8 runs.
     openvino: its version where installed."""
-    backend = "{} backend: {}".format(*cpu_auto_backend(features, openvino is not None))
+    name, why = cpu_auto_backend(features, openvino is not None)
+    backend = f"{name} backend: {why}"
     bf16 = features.bf16_units
     default = (
         f"CPU precision by default: bf16 on {bf16} ({backend})"
